@@ -1,0 +1,36 @@
+# The README's two commands: `make book` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup book book-full test test-fast lint reproduce-full clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test,attacks]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+book: $(STAMP)          ## run every notebook on the quick profile and render _build/html
+	$(BIN)/python -m robustode book --profile quick
+
+book-full: $(STAMP)     ## render committed full-profile executed notebooks (quick where none)
+	$(BIN)/python -m robustode book --profile full --no-run
+
+test: $(STAMP) lint     ## unit tests, then every notebook under nbval
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+reproduce-full: $(STAMP)
+	$(BIN)/python -m robustode reproduce --profile full --device auto
+
+clean:
+	rm -rf _build

@@ -1,0 +1,3 @@
+from robustode.cli import main
+
+raise SystemExit(main())

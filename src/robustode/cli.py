@@ -1,0 +1,83 @@
+"""Command line: ``python -m robustode {reproduce,book,params}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from robustode.profiles import DEVICES, PROFILES
+
+
+def _params(args: argparse.Namespace) -> int:
+    from robustode.models import build_model, count_parameters, registry
+
+    specs = registry()
+    names = args.models or sorted(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose one of: {', '.join(sorted(specs))}")
+    for name in names:
+        spec = specs[name]
+        datasets = [args.dataset] if args.dataset else list(spec.datasets)
+        for dataset in datasets:
+            model = build_model(name, dataset)
+            print(f"{name:<28} {dataset:<14} {count_parameters(model):>10,}  {spec.description}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from robustode.reproduce import NotebookFailed, reproduce
+
+    try:
+        manifest = reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output)
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"manifest: {manifest}")
+    return 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    from robustode.book import build_book
+    from robustode.reproduce import NotebookFailed
+
+    try:
+        html = build_book(args.profile, run=not args.no_run, device=args.device)
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"book: {html / 'index.html'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="robustode", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("reproduce", help="run the notebooks through papermill for a profile")
+    rep.add_argument("--profile", choices=PROFILES, default="quick")
+    rep.add_argument("--notebooks", nargs="+", metavar="NAME", help="notebook names (default: all, in book order)")
+    rep.add_argument("--device", choices=DEVICES, default="auto")
+    rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    rep.set_defaults(func=_reproduce)
+
+    book = sub.add_parser("book", help="execute (quick) and render the Jupyter Book into _build/html")
+    book.add_argument("--profile", choices=PROFILES, default="quick")
+    book.add_argument("--no-run", action="store_true", help="render existing executed copies only")
+    book.add_argument("--device", choices=DEVICES, default="auto")
+    book.set_defaults(func=_book)
+
+    params = sub.add_parser("params", help="print the parameter count of named models")
+    params.add_argument("models", nargs="*", help="model names (default: all registered)")
+    params.add_argument("--dataset", help="one dataset (default: every dataset the model supports)")
+    params.set_defaults(func=_params)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Datasets: seeded toy problems (``robustode.data.toy``) and image sets (``robustode.data.images``)."""

@@ -1,0 +1,211 @@
+"""Chapter 1: what a Neural ODE flow cannot do, and how augmentation (ANODE) lifts the limit.
+
+Three experiments after Dupont et al. (2019), Sec. 4-5: the 1-D flip g(+-1) = -+1, the survey's
+intervals [-1, 1] vs [-3, -2] u [2, 3], and 2-D concentric spheres with NODE, ANODE (several p) and
+a ResNet. Each run writes a results file; the summaries below read only those files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustode.data.toy import concentric_spheres, flip_1d, intervals_1d
+from robustode.experiments import run_once
+from robustode.models.toy import ODENet, ResNet
+from robustode.profiles import check_positive, experiment_config, resolve_device
+from robustode.results import fmt_mean_sd, load_results
+from robustode.seeding import seed_everything
+from robustode.training import TrainSpec, correct_sign, train
+
+EXPERIMENTS = ("topology-flip", "topology-intervals", "topology-spheres")
+
+
+def model_names(augment_dims: list[int]) -> list[str]:
+    return ["ResNet"] + ["NODE" if p == 0 else f"ANODE-p{p}" for p in augment_dims]
+
+
+def augment_dim_of(name: str) -> int:
+    return 0 if name == "NODE" else int(name.removeprefix("ANODE-p"))
+
+
+def build(name: str, data_dim: int, cfg: dict, linear_head: bool = True) -> nn.Module:
+    """'ResNet', 'NODE' or 'ANODE-p<k>' with the profile's hidden size and solver settings."""
+    if name == "ResNet":
+        return ResNet(data_dim, cfg["hidden"], cfg["resnet_layers"], out_dim=1, linear_head=linear_head)
+    if name != "NODE" and not name.startswith("ANODE-p"):
+        raise ValueError(f"unknown toy model {name!r}; use 'ResNet', 'NODE' or 'ANODE-p<k>'")
+    return ODENet(
+        data_dim, cfg["hidden"], out_dim=1, augment_dim=augment_dim_of(name), linear_head=linear_head,
+        method=cfg["method"], rtol=cfg["tol"], atol=cfg["tol"], max_num_steps=cfg["max_num_steps"],
+    )
+
+
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Callable[[int], Iterator]:
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            yield x[idx], y[idx]
+
+    return batches
+
+
+def _spec(cfg: dict, seed: int) -> TrainSpec:
+    return TrainSpec(epochs=cfg["epochs"], loss_fn=nn.SmoothL1Loss(), correct=correct_sign, lr=cfg["lr"], seed=seed)
+
+
+def _states(model: nn.Module, x: torch.Tensor, num_times: int) -> torch.Tensor:
+    """Hidden-state trajectories (time, point, dim): solver states for ODE models, layer outputs for ResNets."""
+    with torch.no_grad():
+        if isinstance(model, ResNet):
+            return model.trajectory(x)
+        return model.trajectory(x, torch.linspace(0.0, 1.0, num_times))
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    with torch.no_grad():
+        out = model(x)
+        nfe = getattr(model, "nfe_forward", 0)
+        return {
+            "loss": nn.functional.smooth_l1_loss(out, y).item(),
+            "accuracy": correct_sign(out, y) / len(y),
+            "nfe_forward": nfe,
+        }
+
+
+def _config(profile: str | dict, part: str) -> dict:
+    base = experiment_config(profile, "topology")
+    cfg = {**base["common"], **base[part]}
+    check_positive(**{k: v for k, v in cfg.items() if k in ("hidden", "epochs", "batch_size", "lr", "repetitions")})
+    return cfg
+
+
+def _profile_name(profile: str | dict) -> str:
+    return profile if isinstance(profile, str) else profile["name"]
+
+
+def flip(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+    """Fit g(-1) = 1, g(1) = -1 with the flow itself (no learnable read-out): NODE, ResNet, ANODE p=1."""
+    cfg = _config(profile, "flip")
+    dev = resolve_device(device)
+    runs = []
+    for seed in range(cfg["repetitions"]):
+        for name in ("NODE", "ResNet", "ANODE-p1"):
+            params = {**cfg, "model": name, "readout": "first coordinate (no learnable head)"}
+
+            def compute(name=name, seed=seed) -> dict:
+                seed_everything(seed)
+                x, y = flip_1d(cfg["num_points"], seed)
+                model = build(name, 1, cfg, linear_head=False)
+                hist = train(model, shuffled_batches(x, y, cfg["batch_size"], seed), _spec(cfg, seed), dev,
+                             progress=progress, desc=f"flip {name} seed {seed}")
+                model.cpu()
+                probe = torch.tensor([[-1.0], [1.0]])
+                with torch.no_grad():
+                    mapped = model(probe).squeeze(1).tolist()
+                return {
+                    "history": hist.as_dict(), "final": _evaluate(model, x, y),
+                    "g_minus1": mapped[0], "g_plus1": mapped[1],
+                    "trajectory": _states(model, probe, cfg["plot_times"]).tolist(),
+                }
+
+            runs.append(run_once(
+                results_dir, "topology-flip", f"{name}-seed{seed}", params=params, seed=seed,
+                profile=_profile_name(profile), device=dev, resume=cfg["resume"], compute=compute,
+            ))
+    return runs
+
+
+def _classification(
+    experiment: str, part: str, data_dim: int, make_data: Callable[[int], tuple], profile, device, results_dir,
+    progress: bool, names: list[str], keep_flows_for: tuple[str, ...],
+) -> list[dict]:
+    cfg = _config(profile, part)
+    dev = resolve_device(device)
+    runs = []
+    for seed in range(cfg["repetitions"]):
+        for name in names:
+            params = {**cfg, "model": name}
+
+            def compute(name=name, seed=seed) -> dict:
+                seed_everything(seed)
+                x, y = make_data(seed)
+                x_test, y_test = make_data(seed + 10_000)
+                model = build(name, data_dim, cfg)
+                hist = train(model, shuffled_batches(x, y, cfg["batch_size"], seed), _spec(cfg, seed), dev,
+                             progress=progress, desc=f"{part} {name} seed {seed}")
+                model.cpu()
+                metrics = {"history": hist.as_dict(), "train": _evaluate(model, x, y),
+                           "test": _evaluate(model, x_test, y_test), "failure": hist.failure}
+                if seed == 0 and name in keep_flows_for:
+                    sample = x[: cfg["plot_points"]]
+                    metrics["flow"] = {
+                        "x": sample.tolist(), "y": y[: cfg["plot_points"]].squeeze(1).tolist(),
+                        "trajectory": _states(model, sample, cfg["plot_times"]).tolist(),
+                    }
+                    if data_dim == 2 and name == "NODE":
+                        metrics["flow"]["field"] = vector_field(model, cfg["field_grid"])
+                return metrics
+
+            runs.append(run_once(
+                results_dir, experiment, f"{name}-seed{seed}", params=params, seed=seed,
+                profile=_profile_name(profile), device=dev, resume=cfg["resume"], compute=compute,
+            ))
+    return runs
+
+
+def vector_field(model: ODENet, grid: int, extent: float = 2.0, t: float = 0.0) -> dict:
+    """The learned field f(h, t) of a 2-D NODE on a grid x grid lattice."""
+    axis = torch.linspace(-extent, extent, grid)
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    h = torch.stack([xx.flatten(), yy.flatten()], dim=1)
+    with torch.no_grad():
+        f = model.block.field(torch.tensor(t), h)
+    return {"x": xx.tolist(), "y": yy.tolist(), "u": f[:, 0].reshape(grid, grid).tolist(),
+            "v": f[:, 1].reshape(grid, grid).tolist()}
+
+
+def intervals(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+    """Classify [-1, 1] against [-3, -2] u [2, 3] (1-D): NODE, ANODE p=1 and ResNet with a linear head."""
+    cfg = _config(profile, "intervals")
+    return _classification(
+        "topology-intervals", "intervals", 1,
+        lambda seed: intervals_1d(cfg["num_inner"], cfg["num_outer"], seed), profile, device, results_dir,
+        progress, ["NODE", "ANODE-p1", "ResNet"], keep_flows_for=("NODE", "ANODE-p1", "ResNet"),
+    )
+
+
+def spheres(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+    """Dupont et al.'s 2-D concentric spheres: ResNet, NODE and ANODE for every configured p."""
+    cfg = _config(profile, "spheres")
+    if any(p < 0 for p in cfg["augment_dims"]):
+        raise ValueError(f"augment_dims must be >= 0, got {cfg['augment_dims']}")
+    make = lambda seed: concentric_spheres(  # noqa: E731
+        2, cfg["num_inner"], cfg["num_outer"], tuple(cfg["inner_range"]), tuple(cfg["outer_range"]), seed)
+    return _classification(
+        "topology-spheres", "spheres", 2, make, profile, device, results_dir, progress,
+        model_names(cfg["augment_dims"]), keep_flows_for=("NODE", "ANODE-p1"),
+    )
+
+
+def summary(results_dir: Path, experiment: str) -> list[dict]:
+    """Per model: final train loss, test accuracy, forward / backward NFE of the last epoch, mean +- sd."""
+    runs = load_results(results_dir, experiment)
+    rows = []
+    for name in dict.fromkeys(r["params"]["model"] for r in runs):
+        mine = [r["metrics"] for r in runs if r["params"]["model"] == name]
+        last = [m["history"]["epochs"][-1] for m in mine if m["history"]["epochs"]]
+        rows.append({
+            "model": name,
+            "runs": len(mine),
+            "failed runs": sum(1 for m in mine if m["history"]["failure"]),
+            "train loss": fmt_mean_sd([m["train"]["loss"] for m in mine], 4),
+            "test accuracy (%)": fmt_mean_sd([m["test"]["accuracy"] for m in mine], 1, 100),
+            "NFE forward": fmt_mean_sd([e["nfe_forward"] for e in last], 1),
+            "NFE backward": fmt_mean_sd([e["nfe_backward"] for e in last], 1),
+        })
+    return rows

@@ -1,0 +1,104 @@
+"""Batch reproduction: run the book's notebooks through papermill for one profile.
+
+Executed copies go to ``results/<profile>/notebooks/`` and a manifest (status, duration, parameters,
+commit) to ``results/<profile>/manifest.json``. A failing notebook stops the batch with a message
+naming the notebook and the cell; the manifest of what already ran is kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from robustode.paths import project_root, results_dir
+from robustode.profiles import DEVICES, PROFILES, check_choice
+from robustode.results import git_commit, now, write_json_atomic
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def available_notebooks(root: Path | None = None) -> dict[str, Path]:
+    folder = (root or project_root()) / "notebooks"
+    return {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
+
+
+def select_notebooks(names: list[str] | None, root: Path | None = None) -> list[Path]:
+    """The notebooks to run, in book order; unknown names fail before anything runs."""
+    found = available_notebooks(root)
+    if not names:
+        return list(found.values())
+    unknown = [n for n in names if n.removesuffix(".ipynb") not in found]
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; choose from: {', '.join(found)}")
+    return [found[n.removesuffix(".ipynb")] for n in names]
+
+
+def _failed_cell(notebook_path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"cell {index} (execution count {cell.get('execution_count')}): {output.get('ename')}: {output.get('evalue')}"
+    return "cell unknown"
+
+
+def reproduce(
+    profile: str = "quick",
+    notebooks: list[str] | None = None,
+    device: str = "auto",
+    out_dir: Path | None = None,
+    log_output: bool = False,
+) -> Path:
+    """Execute the notebooks for ``profile``; return the manifest path. Raises :class:`NotebookFailed`."""
+    import papermill as pm
+
+    check_choice("profile", profile, PROFILES)
+    check_choice("device", device, DEVICES)
+    root = project_root()
+    chosen = select_notebooks(notebooks, root)
+    out = Path(out_dir) if out_dir else results_dir(profile)
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest = {"profile": profile, "device": device, "git_commit": git_commit(), "started": now(), "notebooks": []}
+    parameters = {"profile": profile, "device": device}
+    for path in chosen:
+        target = out / "notebooks" / path.name
+        entry = {"notebook": path.name, "output": str(target.relative_to(root)) if target.is_relative_to(root) else str(target),
+                 "parameters": parameters, "started": now()}
+        tic = time.perf_counter()
+        print(f"[reproduce] {path.name} (profile={profile}, device={device})", file=sys.stderr, flush=True)
+        try:
+            pm.execute_notebook(
+                str(path), str(target), parameters=parameters, kernel_name="python3",
+                cwd=str(path.parent), log_output=log_output, progress_bar=False,
+            )
+            entry["status"] = "ok"
+        except pm.PapermillExecutionError as err:
+            entry["status"] = "failed"
+            entry["error"] = f"{err.ename}: {err.evalue}"
+            entry["cell"] = _failed_cell(target)
+        entry["seconds"] = round(time.perf_counter() - tic, 1)
+        entry["finished"] = now()
+        manifest["notebooks"] = [e for e in manifest["notebooks"] if e["notebook"] != path.name] + [entry]
+        write_json_atomic(manifest_path, _merge(manifest_path, manifest))
+        print(f"[reproduce] {path.name}: {entry['status']} in {entry['seconds']} s", file=sys.stderr, flush=True)
+        if entry["status"] != "ok":
+            raise NotebookFailed(f"notebook {path.name} failed in {entry['cell']}; executed copy: {target}")
+    return manifest_path
+
+
+def _merge(manifest_path: Path, current: dict) -> dict:
+    """Keep entries of notebooks not run this time (a batch split into pieces adds up)."""
+    import json
+
+    if not manifest_path.exists():
+        return current
+    previous = json.loads(manifest_path.read_text())
+    ran = {e["notebook"] for e in current["notebooks"]}
+    kept = [e for e in previous.get("notebooks", []) if e["notebook"] not in ran]
+    return {**current, "notebooks": sorted(kept + current["notebooks"], key=lambda e: e["notebook"])}

@@ -1,0 +1,152 @@
+"""Results files: one JSON per run under ``results/<profile>/<experiment>/``, written atomically.
+
+Each file carries its provenance (git commit, package versions, device, parameters, seed, start and
+end time) so that every number in the book can be traced to the run that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustode.paths import project_root
+
+PACKAGES = ("robustode", "torch", "torchdiffeq", "torchvision", "numpy")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def provenance(device: torch.device | str) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "git_commit": git_commit(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "device": device_name(device),
+    }
+
+
+def config_key(params: dict) -> str:
+    """A short stable hash of a run's parameters: a run is reused only if they match exactly."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable))
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a results file")
+
+
+def run_path(results_dir: Path, experiment: str, run: str) -> Path:
+    return Path(results_dir) / experiment / f"{run}.json"
+
+
+def write_result(
+    results_dir: Path,
+    experiment: str,
+    run: str,
+    *,
+    profile: str,
+    params: dict,
+    seed: int | None,
+    started: str,
+    device: torch.device | str,
+    metrics: dict,
+) -> Path:
+    """Write one run's results file; ``metrics`` holds everything the book will show of it."""
+    payload = {
+        "experiment": experiment,
+        "run": run,
+        "profile": profile,
+        "seed": seed,
+        "params": params,
+        "config_key": config_key(params),
+        "started": started,
+        "finished": now(),
+        "provenance": provenance(device),
+        "metrics": metrics,
+    }
+    return write_json_atomic(run_path(results_dir, experiment, run), payload)
+
+
+def load_run(results_dir: Path, experiment: str, run: str, params: dict | None = None) -> dict | None:
+    """A stored run, or ``None`` if absent (or stored with other parameters than ``params``)."""
+    path = run_path(results_dir, experiment, run)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if params is not None and data.get("config_key") != config_key(params):
+        return None
+    return data
+
+
+def load_results(results_dir: Path, experiment: str) -> list[dict]:
+    folder = Path(results_dir) / experiment
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def mean_sd(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean and sample standard deviation (ddof = 1, as the papers' +-); sd is nan for one value."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(vals) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else math.nan
+    return mean, sd, n
+
+
+def fmt_mean_sd(values: Iterable[float], digits: int = 1, scale: float = 1.0) -> str:
+    mean, sd, n = mean_sd(values)
+    if n == 0:
+        return "not run"
+    if n == 1:
+        return f"{scale * mean:.{digits}f} (n=1)"
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n={n})"

@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import pytest
+
+from robustode.cli import main
+from robustode.reproduce import select_notebooks
+
+
+def test_params_prints_every_registered_toy_model(capsys):
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    for name in ("toy-NODE", "toy-ANODE-p1", "toy-ResNet"):
+        assert name in out
+
+
+def test_params_of_an_unknown_model_exits_with_the_allowed_names(capsys):
+    assert main(["params", "GPT"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model" in err and "toy-NODE" in err
+
+
+def test_unknown_notebook_fails_before_anything_runs():
+    with pytest.raises(ValueError, match="unknown notebook"):
+        select_notebooks(["99_nope"])
+
+
+def test_reproduce_with_an_unknown_notebook_exits_non_zero(capsys):
+    assert main(["reproduce", "--notebooks", "nope"]) == 2
+    assert "choose from" in capsys.readouterr().err
+
+
+def test_module_entry_point_shows_help():
+    out = subprocess.run([sys.executable, "-m", "robustode", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "reproduce" in out.stdout and "params" in out.stdout

@@ -1,0 +1,44 @@
+import json
+import math
+
+import pytest
+
+from robustode.experiments import run_once
+from robustode.results import fmt_mean_sd, load_run, mean_sd, write_result
+
+
+def test_mean_sd_uses_the_sample_standard_deviation():
+    mean, sd, n = mean_sd([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3)
+    assert sd == pytest.approx(1.0)  # ddof=1; the population sd would be 0.816
+
+
+def test_mean_sd_of_one_value_has_no_spread():
+    assert math.isnan(mean_sd([4.0])[1])
+    assert fmt_mean_sd([]) == "not run"
+
+
+def test_results_file_carries_provenance(results_tmp):
+    path = write_result(results_tmp, "exp", "run-seed0", profile="quick", params={"a": 1}, seed=0,
+                        started="2026-01-01T00:00:00+00:00", device="cpu", metrics={"acc": 0.5})
+    data = json.loads(path.read_text())
+    assert data["metrics"] == {"acc": 0.5}
+    assert set(data["provenance"]) >= {"git_commit", "versions", "device", "python"}
+    assert data["provenance"]["versions"]["torch"]
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_a_stored_run_is_reused_only_with_identical_parameters(results_tmp):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    kw = dict(seed=0, profile="full", device="cpu", resume=True, compute=compute)
+    first = run_once(results_tmp, "exp", "r", params={"epochs": 3}, **kw)
+    again = run_once(results_tmp, "exp", "r", params={"epochs": 3}, **kw)
+    changed = run_once(results_tmp, "exp", "r", params={"epochs": 4}, **kw)
+    assert first["metrics"] == again["metrics"] == {"value": 1}
+    assert changed["metrics"] == {"value": 2}
+    assert load_run(results_tmp, "exp", "r", {"epochs": 3}) is None
