@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from robustode.data.images import DataMissing, is_available, load_tensors, subset, tensor_batches, train_val_split
+
+needs_mnist = pytest.mark.skipif(not is_available("MNIST"), reason="MNIST not in data/ (.ci/run copies it)")
+
+
+@needs_mnist
+def test_mnist_loads_whole_in_unit_range_with_the_known_first_labels():
+    x, y = load_tensors("MNIST", train=False)
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_a_missing_dataset_names_its_files_and_how_to_get_it(tmp_path):
+    with pytest.raises(DataMissing, match="cifar-10-batches-py/test_batch.*download=True"):
+        load_tensors("CIFAR10", train=False, root=tmp_path)
+
+
+def test_an_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="MNIST, FashionMNIST"):
+        load_tensors("ImageNet21k", train=True)
+
+
+def test_validation_split_is_disjoint_seeded_and_complete():
+    x = torch.arange(100).float().unsqueeze(1)
+    y = torch.arange(100)
+    (xt, yt), (xv, yv) = train_val_split(x, y, 20, seed=1)
+    assert len(xv) == 20 and len(xt) == 80
+    assert set(yt.tolist()).isdisjoint(yv.tolist())
+    assert sorted(yt.tolist() + yv.tolist()) == list(range(100))
+    assert torch.equal(train_val_split(x, y, 20, seed=1)[1][1], yv)
+
+
+def test_subset_and_batches_cover_each_example_once_per_epoch():
+    x = torch.arange(50).float().unsqueeze(1)
+    y = torch.arange(50)
+    xs, ys = subset(x, y, 30, seed=0)
+    seen = torch.cat([b[1] for b in tensor_batches(xs, ys, 8, seed=0)(0)])
+    assert sorted(seen.tolist()) == sorted(ys.tolist())
