@@ -49,7 +49,8 @@ def build_book(profile: str = "quick", run: bool = True, device: str = "auto") -
         if missing and run:
             reproduce("quick", notebooks=missing, device=device)
     staging = stage(profile, root)
-    cmd = [sys.executable, "-m", "jupyter_book.cli.main", "build", str(staging), "--path-output", str(root),
-           "-W", "-n", "--keep-going"]
+    # jupyter_book has no __main__; call its click entry point from this interpreter.
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(staging),
+           "--path-output", str(root), "-W", "-n", "--keep-going"]
     subprocess.run(cmd, check=True)
     return root / "_build" / "html"
