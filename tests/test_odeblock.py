@@ -90,3 +90,38 @@ def test_trajectory_returns_every_requested_time():
 def test_bad_settings_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ODEBlock(Linear(), **kwargs)
+
+
+@pytest.mark.parametrize("method, step, nfe", [("euler", 0.1, 10), ("midpoint", 0.25, 8), ("rk4", 0.25, 16)])
+def test_loop_backend_matches_torchdiffeq_in_outputs_gradients_and_nfe(method, step, nfe):
+    torch.manual_seed(2)
+    field = Linear()
+    h0 = torch.randn(5, 3)
+    results = []
+    for backend in ("torchdiffeq", "loop"):
+        block = ODEBlock(field, method=method, step_size=step, backend=backend)
+        field.zero_grad()
+        out = block(h0)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in field.parameters()], block.nfe_forward))
+    (out_a, grads_a, nfe_a), (out_b, grads_b, nfe_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert nfe_a == nfe_b == nfe
+
+
+def test_loop_backend_returns_states_at_intermediate_times():
+    field = Linear()
+    h0 = torch.randn(2, 3)
+    times = torch.tensor([0.0, 0.9, 1.0, 1.5])
+    ref = ODEBlock(field, method="euler", step_size=0.05).trajectory(h0, times)
+    loop = ODEBlock(field, method="euler", step_size=0.05, backend="loop").trajectory(h0, times)
+    torch.testing.assert_close(ref, loop, rtol=1e-4, atol=1e-5)
+
+
+def test_loop_backend_rejects_times_off_its_grid_and_adaptive_methods():
+    with pytest.raises(ValueError, match="whole number of steps"):
+        ODEBlock(Linear(), times=(0.0, 1.0), method="euler", step_size=0.3, backend="loop")(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="loop backend needs"):
+        ODEBlock(Linear(), method="dopri5", backend="loop")

@@ -8,6 +8,7 @@ Dupont et al. (2019) do: a counter inside the dynamics, reset at each forward pa
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -17,6 +18,8 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 FIXED_GRID_METHODS = frozenset({"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams"})
 METHODS = tuple(sorted(SOLVERS))
+BACKENDS = ("torchdiffeq", "loop")
+LOOP_METHODS = ("euler", "midpoint", "rk4")
 
 
 class SolverFailure(RuntimeError):
@@ -66,6 +69,62 @@ class CountingField(nn.Module):
         return self.field(t, h)
 
 
+def _euler(f, t, dt, h):
+    return h + dt * f(t, h)
+
+
+def _midpoint(f, t, dt, h):
+    return h + dt * f(t + dt / 2, h + dt / 2 * f(t, h))
+
+
+def _rk4_38(f, t, dt, h):
+    # torchdiffeq's "rk4" is Kutta's 3/8 rule (rk4_alt_step_func); the loop matches it.
+    k1 = f(t, h)
+    k2 = f(t + dt / 3, h + dt * k1 / 3)
+    k3 = f(t + dt * 2 / 3, h + dt * (k2 - k1 / 3))
+    k4 = f(t + dt, h + dt * (k1 - k2 + k3))
+    return h + dt * (k1 + 3 * (k2 + k3) + k4) / 8
+
+
+_LOOP_STEPS = {"euler": _euler, "midpoint": _midpoint, "rk4": _rk4_38}
+
+
+def fixed_grid(times: Sequence[float], step_size: float) -> tuple[list[float], list[int]]:
+    """The step grid through ``times`` and the grid index of each time; every interval must be a
+    whole number of steps (checked here, once, instead of per step on the device)."""
+    grid, marks = [float(times[0])], [0]
+    for a, b in zip(times, times[1:], strict=False):
+        n = round((b - a) / step_size)
+        if n < 1 or abs(n * step_size - (b - a)) > 1e-6 * max(1.0, abs(b - a)):
+            raise ValueError(f"loop backend: [{a}, {b}] is not a whole number of steps of {step_size}")
+        grid += [a + (b - a) * k / n for k in range(1, n + 1)]
+        marks.append(len(grid) - 1)
+    return grid, marks
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_tensor(grid: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Made once per grid and device: a host-to-device copy inside a CUDA-graph capture is illegal.
+    return torch.tensor(grid, dtype=dtype, device=device)
+
+
+def loop_integrate(
+    field: nn.Module, h0: torch.Tensor, times: Sequence[float], method: str, step_size: float
+) -> torch.Tensor:
+    """Fixed-step solve as a plain Python loop: no per-step host synchronisation, so it can be
+    captured in a CUDA graph. Same numbers as torchdiffeq's fixed-grid solvers (up to rounding of
+    the grid); states at ``times`` stacked on dimension 0."""
+    step = _LOOP_STEPS[method]
+    grid, marks = fixed_grid(times, step_size)
+    ts = _grid_tensor(tuple(grid), h0.device, h0.dtype)
+    states, h = [h0], h0
+    for k in range(len(grid) - 1):
+        h = step(field, ts[k], grid[k + 1] - grid[k], h)
+        if k + 1 in marks:
+            states.append(h)
+    return torch.stack(states)
+
+
 def check_method(method: str) -> str:
     if method not in SOLVERS:
         raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(METHODS)}")
@@ -84,6 +143,8 @@ class ODEBlock(nn.Module):
         step_size: step of fixed-grid methods; ``None`` steps once between consecutive ``times``.
         adjoint: use the adjoint method for gradients (constant memory in the number of steps).
         max_num_steps: step budget of adaptive methods; exceeding it raises :class:`SolverFailure`.
+        backend: ``"torchdiffeq"`` (default) or ``"loop"``, a hand-written fixed-step loop for
+            euler / midpoint / rk4 without host synchronisation (CUDA-graph capturable), same numbers.
 
     After a forward pass ``nfe_forward`` holds the number of evaluations it took; after
     ``backward()`` ``nfe_backward`` holds the evaluations the backward pass made (zero when
@@ -101,9 +162,14 @@ class ODEBlock(nn.Module):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         return_trajectory: bool = False,
+        backend: str = "torchdiffeq",
     ):
         super().__init__()
         check_method(method)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if backend == "loop" and (method not in LOOP_METHODS or step_size is None or adjoint):
+            raise ValueError(f"the loop backend needs method in {LOOP_METHODS}, a step_size and adjoint=False")
         if len(times) < 2 or any(b <= a for a, b in zip(times, times[1:], strict=False)):
             raise ValueError(f"times must be strictly increasing with at least two points, got {list(times)}")
         if step_size is not None and step_size <= 0:
@@ -112,6 +178,7 @@ class ODEBlock(nn.Module):
             raise ValueError(f"max_num_steps must be positive, got {max_num_steps}")
         self.func = CountingField(field)
         self.register_buffer("times", torch.tensor(list(times), dtype=torch.float32), persistent=False)
+        self._time_points = [float(t) for t in times]  # host copy: reading the buffer would sync
         self.method = method
         self.rtol = rtol
         self.atol = atol
@@ -119,6 +186,7 @@ class ODEBlock(nn.Module):
         self.adjoint = adjoint
         self.max_num_steps = max_num_steps
         self.return_trajectory = return_trajectory
+        self.backend = backend
         self.nfe_forward = 0
 
     @property
@@ -136,8 +204,13 @@ class ODEBlock(nn.Module):
 
     def trajectory(self, h0: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """States at every integration time, shape ``(len(times), *h0.shape)``."""
-        times = (self.times if times is None else times).to(h0)
         self.func.nfe = 0
+        if self.backend == "loop":
+            points = self._time_points if times is None else [float(t) for t in times]
+            states = loop_integrate(self.func, h0, points, self.method, self.step_size)
+            self.nfe_forward = self.func.nfe
+            return states
+        times = (self.times if times is None else times).to(h0)
         solve = odeint_adjoint if self.adjoint else odeint
         extra = {"adjoint_params": tuple(self.func.parameters())} if self.adjoint else {}
         if self.adjoint:
