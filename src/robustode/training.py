@@ -69,6 +69,8 @@ class TrainSpec:
     ``regulariser(model, x, epoch)`` returns an extra loss term or ``None`` (TisODE's steady-state
     term is switched on from an epoch); ``augment(x, generator)`` perturbs a training batch;
     ``evaluate(model)`` returns validation metrics, and ``select_on`` names the one to maximise.
+    ``autocast_dtype`` (``torch.float16`` or ``torch.bfloat16``) runs the forward pass under
+    ``torch.autocast``; float16 adds a ``GradScaler`` (mixed precision, Micikevicius et al. 2018).
     """
 
     epochs: int
@@ -83,6 +85,7 @@ class TrainSpec:
     evaluate: Callable[[nn.Module], dict] | None = None
     select_on: str | None = None
     seed: int = 0
+    autocast_dtype: torch.dtype | None = None
 
     def __post_init__(self):
         if self.epochs <= 0:
@@ -117,6 +120,8 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(spec.milestones), spec.gamma)
     generator = torch.Generator(device=device).manual_seed(spec.seed)
+    amp = spec.autocast_dtype is not None
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.autocast_dtype == torch.float16)
     history, best_state, best_score, start = History(), None, float("-inf"), 0
 
     if checkpoint is not None and checkpoint.exists():
@@ -140,14 +145,16 @@ def train(
                 x, y = x.to(device), y.to(device)
                 if spec.augment is not None:
                     x = spec.augment(x, generator)
-                output = model(x)
-                loss = spec.loss_fn(output, y)
-                extra = spec.regulariser(model, x, epoch) if spec.regulariser else None
-                total = loss if extra is None else loss + extra
+                with torch.autocast(device.type, dtype=spec.autocast_dtype, enabled=amp):
+                    output = model(x)
+                    loss = spec.loss_fn(output, y)
+                    extra = spec.regulariser(model, x, epoch) if spec.regulariser else None
+                    total = loss if extra is None else loss + extra
                 optimizer.zero_grad(set_to_none=True)
                 with solver_guard():
-                    total.backward()
-                optimizer.step()
+                    scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 f, b = nfe_counts(model)
                 history.iterations["loss"].append(loss.item())
                 history.iterations["nfe_forward"].append(f)
