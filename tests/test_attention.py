@@ -155,6 +155,18 @@ def test_the_field_keeps_the_solver_state_in_float32_under_autocast():
         assert field(torch.tensor(0.0), h).dtype == torch.float32
 
 
+def test_training_under_bf16_autocast_solves_in_float32_and_learns():
+    from robustode.training import TrainSpec, train
+
+    model = build_model("ODEAttention", "MNIST")
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    history = train(model, lambda epoch: [(x, y)], TrainSpec(epochs=3, lr=1e-2, autocast_dtype=torch.bfloat16), progress=False)
+    assert history.failure is None and history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        states = model.states(model.encoder(x[:, 0]))
+    assert states.dtype == torch.float32 and states.shape == (4, 16, 28, 32)
+
+
 def test_config_rejects_unknown_models_and_bad_sizes_before_any_work():
     profile = load_profile("quick")
     bad = copy.deepcopy(profile)

@@ -654,6 +654,7 @@ def first_call_rows(results_dir: Path) -> list[dict]:
         for position, call in enumerate(run["metrics"]["calls"], start=1):
             rows.append({"device": run["params"]["device"], "order": " then ".join(run["params"]["order"]),
                          "model": call["model"], "timed": "first" if position == 1 else "second",
+                         "move to device ms": f"{1e3 * call['to_device_s']:.1f}",
                          "first call ms": f"{1e3 * call['first_call_s']:.1f}",
                          "warm median ms": f"{1e3 * call['warm_median_s']:.2f}",
                          "first / warm": f"{call['first_call_s'] / call['warm_median_s']:.1f}"})

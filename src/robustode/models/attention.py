@@ -196,7 +196,9 @@ class ODEAttention(RowAttention):
                               max_num_steps=max_num_steps)
 
     def states(self, h0: torch.Tensor) -> torch.Tensor:
-        return self.block.trajectory(h0)[1:]
+        # Under autocast the encoder returns half precision; the solver's state and step-size control stay
+        # float32 (torchdiffeq's adaptive stepping is not written for half-precision states).
+        return self.block.trajectory(h0.float())[1:]
 
     @property
     def nfe_forward(self) -> int:
