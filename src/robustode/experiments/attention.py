@@ -35,7 +35,7 @@ from robustode.models.attention import CLASSES, DATASETS, ROW_WIDTH, build
 from robustode.odeblock import SolverFailure
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
-from robustode.results import fmt_mean_sd, load_results, mean_sd
+from robustode.results import config_key, fmt_mean_sd, load_results, mean_sd
 from robustode.seeding import seed_everything
 from robustode.tables import flag
 from robustode.timing import autocast, cpu_threads, fresh_process_first_calls, time_forward
@@ -293,7 +293,8 @@ def _table3_model(name: str, dataset: str, repetitions: int, cfg: dict, profile,
         params = {**{k: v for k, v in cfg.items() if k != "runs"}, "model": name, "dataset": dataset,
                   "device_type": dev.type}
         run = f"{name}-{dataset}-seed{seed}"
-        ckpt = Path(results_dir) / "checkpoints" / "attention" / f"{run}.pt" if cfg["resume"] else None
+        # The checkpoint's name carries the parameters' hash: a changed profile never resumes a stale run.
+        ckpt = Path(results_dir) / "checkpoints" / "attention" / f"{run}-{config_key(params)}.pt" if cfg["resume"] else None
         runs.append(run_once(
             results_dir, "attention-table3", run, params=params, seed=seed, profile=_profile_name(profile),
             device=dev, resume=cfg["resume"],
@@ -621,7 +622,7 @@ def timing_rows(results_dir: Path) -> list[dict]:
         name, dataset = run["params"]["model"], run["params"]["dataset"]
         for t in run["metrics"]["timings"]:
             rows.append({
-                "model": name, "dataset": dataset, "device": t["device_type"], "batch": t["batch"],
+                "model": name, "dataset": dataset, "device": t["device"], "batch": t["batch"],
                 "median ms / pass": f"{1e3 * t['median_s']:.2f}",
                 "IQR ms": f"{1e3 * t['q1_s']:.2f}-{1e3 * t['q3_s']:.2f}",
                 "images / s": f"{t['images_per_s']:,.0f}",
