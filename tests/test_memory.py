@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from robustode.experiments import anode
+from robustode.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
+from robustode.models.conv_anode import ConvDynamics
+from robustode.odeblock import ODEBlock
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: on a busy 2-core machine a second OpenMP thread only adds waiting."""
+    with anode.intra_op_threads(1):
+        yield
+
+
+def test_saved_bytes_count_exactly_what_autograd_keeps():
+    x = torch.rand(1000, 250, requires_grad=True)  # 1,000,000 bytes
+    # exp saves its output (1 MB); x * x saves x twice, which is one storage (1 MB).
+    assert saved_bytes_peak(lambda: x.exp().sum().backward()) == 1_000_000
+    assert saved_bytes_peak(lambda: (x * x).sum().backward()) == 1_000_000
+
+
+def test_saved_bytes_are_released_once_backward_has_used_them():
+    x = torch.rand(100, 100, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        y = x.exp().exp().sum()
+        assert meter.live == 2 * 40_000
+        y.backward()
+    assert meter.live == 0 and meter.peak == 80_000
+
+
+def test_allocator_peak_sees_torch_cpp_allocations_that_tracemalloc_misses():
+    def step():
+        a = torch.ones(1_000_000)  # 4 MB from torch's C++ allocator
+        b = a * 2  # + 4 MB while both live
+        return float(b[0])
+
+    assert 8_000_000 <= allocator_peak(step) < 9_000_000
+
+
+def test_wall_times_returns_one_time_per_repeat_and_rejects_bad_counts():
+    assert len(wall_times(lambda: None, torch.device("cpu"), warmup=1, repeats=4)) == 4
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        wall_times(lambda: None, torch.device("cpu"), warmup=0, repeats=0)
+
+
+def _saved(steps: int, adjoint: bool) -> int:
+    torch.manual_seed(0)
+    block = ODEBlock(ConvDynamics(2, 3), method="euler", step_size=1.0 / steps, adjoint=adjoint)
+    h = torch.rand(2, 2, 5, 5)
+    return step_cost(lambda: block(h).square().sum().backward(), torch.device("cpu"), warmup=0, repeats=1)["saved_bytes"]
+
+
+def test_backprop_memory_grows_by_the_same_amount_per_euler_step():
+    b2, b4, b8 = (_saved(n, adjoint=False) for n in (2, 4, 8))
+    assert b8 - b4 == 2 * (b4 - b2) > 0
+
+
+def test_adjoint_memory_does_not_grow_with_the_number_of_steps():
+    assert _saved(2, adjoint=True) == _saved(8, adjoint=True) < _saved(8, adjoint=False)
+
+
+def _memory_profile() -> dict:
+    return {"name": "quick", "anode": {
+        "common": {"method": "dopri5", "tol": 1e-3, "max_num_steps": 1000, "lr": 1e-3, "time_dependent": True,
+                   "threads": 1, "checkpoint": False, "resume": False},
+        "memory": {"channels": 2, "filters": 3, "image_size": 5, "batch": 2, "fixed": {"euler": [1, 4], "rk4": [1, 2]},
+                   "adaptive_method": "dopri5", "tolerances": [1e-2], "resnet_depths": [1, 4], "warmup": 0, "repeats": 1},
+    }}
+
+
+def test_memory_cost_writes_one_file_per_setting_and_the_check_reads_them(results_tmp):
+    out = results_tmp / "results" / "quick"
+    runs = anode.memory_cost(_memory_profile(), "cpu", out, progress=False)
+    assert len(runs) == 2 * 2 + 2 * 2 + 2 + 2
+    assert (out / "anode-memory" / "rk4-n2-adjoint.json").exists()
+    check = anode.constant_memory_check(runs, "euler")
+    assert check["adjoint_saved_ratio"] == 1.0
+    assert check["backprop_saved_ratio"] > 2.0
+    assert set(check["time_ratio"]) == {1, 4}
+    resnet = anode.memory_series(runs)["ResNet (backprop)"]
+    assert [m["nfe_forward"] for m in resnet] == [1, 4] and resnet[1]["saved_bytes"] > resnet[0]["saved_bytes"]
+
+
+def test_a_non_fixed_grid_method_in_the_step_sweep_is_rejected(results_tmp):
+    profile = _memory_profile()
+    profile["anode"]["memory"]["fixed"] = {"dopri5": [1]}
+    with pytest.raises(ValueError, match="not a fixed-grid method"):
+        anode.memory_cost(profile, "cpu", results_tmp, progress=False)
