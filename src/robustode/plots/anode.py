@@ -62,19 +62,22 @@ def sweep(runs: list[dict], title: str, smooth: int = 5):
 
 
 def instability(runs: list[dict], title: str, smooth: int = 1):
-    """Every NODE repetition on its own: loss and forward NFE per iteration; a failed solve ends in a red x."""
+    """Every NODE repetition on its own: loss and forward / backward NFE per iteration; a failed solve ends in a red x."""
     fig, axes = new_figure(2, width=4.6)
     for r in runs:
         its, failure = r["metrics"]["history"]["iterations"], r["metrics"]["failure"]
         label = f"seed {r['seed']}" + (f" (failed: {failure})" if failure else "")
-        for ax, key in zip(axes, ("loss", "nfe_forward"), strict=True):
+        colour = None
+        for ax, key in zip((axes[0], axes[1], axes[1]), ("loss", "nfe_forward", "nfe_backward"), strict=True):
             series = _smooth(its[key], smooth)
-            (line,) = ax.plot(series, lw=0.8, label=label)
+            (line,) = ax.plot(series, lw=0.8, color=colour, ls="--" if key == "nfe_backward" else "-",
+                              label=label if key == "loss" else None)
+            colour = line.get_color()
             if failure and len(series):
                 ax.plot(len(series) - 1, series[-1], **FAILED)
     axes[0].set_ylabel("training loss")
     axes[0].set_yscale("log")
-    axes[1].set_ylabel("forward NFE")
+    axes[1].set_ylabel("NFE: forward (solid), backward (dashed)")
     for ax in axes:
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=7)
