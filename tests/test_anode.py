@@ -113,6 +113,20 @@ def test_image_runs_record_per_iteration_loss_and_both_nfes(results_tmp, fake_mn
     assert runs[0]["metrics"]["solver_check"]["prediction_agreement"] >= 0.75
 
 
+def test_summaries_read_one_row_per_variant_back_from_the_results_files(results_tmp, fake_mnist):
+    out = results_tmp / "results" / "quick"
+    anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False)
+    for summary in (anode.sweep_summary, anode.solver_check_summary, anode.gradient_check_summary):
+        assert sorted(row["model"] for row in summary(out, "MNIST")) == ["ANODE-p2", "NODE"]
+
+
+def test_variants_table_counts_the_models_as_the_profile_builds_them():
+    rows = {r["model"]: r for r in anode.variants_table(_tiny_profile(), "MNIST")}
+    # NODE, 3 filters, 1x6x6 image, time channel in front of each conv: 1x1 (2->3), 3x3 (4->3), 1x1 (4->1), Linear(36->10)
+    assert rows["NODE"]["parameters"] == f"{(2 * 3 + 3) + (4 * 3 * 9 + 3) + (4 + 1) + (36 * 10 + 10):,}"
+    assert rows["NODE"]["input"] == "1x6x6"
+
+
 def test_a_run_over_the_step_budget_is_recorded_as_a_failure_and_the_others_go_on(results_tmp, fake_mnist):
     profile = _tiny_profile()
     profile["anode"]["common"]["max_num_steps"] = 1

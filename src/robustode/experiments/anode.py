@@ -292,6 +292,21 @@ def instability(profile: str | dict, device: str = "auto", results_dir: Path | N
 # --- summaries --------------------------------------------------------------------------------------
 
 
+def variants_table(profile: str | dict, dataset: str) -> list[dict]:
+    """The profile's variants for ``dataset``: filters, p, image size and parameter count as built."""
+    cfg = _config(profile, "images")
+    spec = check_dataset(dataset)
+    rows = []
+    for name, variant in _variants(cfg, dataset).items():
+        size = cfg.get("image_size") or spec.size
+        rows.append({
+            "model": name, "filters": variant["filters"], "p": variant["augment_dim"],
+            "input": f"{spec.channels}x{size}x{size}",
+            "parameters": f"{count_parameters(build_variant(dataset, variant, cfg)):,}",
+        })
+    return rows
+
+
 def _by_model(runs: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for r in runs:
@@ -351,14 +366,20 @@ def table_1(results_dir: Path, profile: str, datasets: list[str], pairs: dict[st
     return rows
 
 
-def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
-    """Per variant: trained-tolerance vs reference solve of the trained models (mean +- sd over runs)."""
-    rows = []
+def _solver_checks(results_dir: Path, dataset: str) -> dict[str, list[dict]]:
+    grouped = {}
     for name, runs in _by_model(load_results(results_dir, experiment_name(dataset))).items():
         checks = [r["metrics"].get("solver_check") for r in runs]
         checks = [c for c in checks if c and not c.get("failure")]
-        if not checks:
-            continue
+        if checks:
+            grouped[name] = checks
+    return grouped
+
+
+def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
+    """Per variant: trained-tolerance vs reference solve of the trained models (mean +- sd over runs)."""
+    rows = []
+    for name, checks in _solver_checks(results_dir, dataset).items():
         rows.append({
             "model": name,
             "images": checks[0]["images"],
@@ -368,9 +389,21 @@ def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
             "relative state error, mean": fmt_mean_sd([c["state_rel_error_mean"] for c in checks], 4),
             "relative state error, max": fmt_mean_sd([c["state_rel_error_max"] for c in checks], 4),
             "max |logit difference|": fmt_mean_sd([c["logit_abs_diff_max"] for c in checks], 4),
-            "same prediction (%)": fmt_mean_sd([c["prediction_agreement"] for c in checks], 2, 100),
+            "same prediction (%)": fmt_mean_sd([c["prediction_agreement"] for c in checks], 1, 100),
+            "accuracy (%), trained tol. / reference": f"{fmt_mean_sd([c['accuracy'] for c in checks], 1, 100)} / "
+                                                      f"{fmt_mean_sd([c['accuracy_reference'] for c in checks], 1, 100)}",
         })
     return rows
+
+
+def gradient_check_summary(results_dir: Path, dataset: str) -> list[dict]:
+    """Per variant: the adjoint gradient against backpropagation through the same forward solve."""
+    return [{
+        "model": name,
+        "images": checks[0]["images"],
+        "backward NFE (adjoint)": fmt_mean_sd([c["nfe_backward_adjoint"] for c in checks], 0),
+        "relative gradient error (%)": fmt_mean_sd([c["gradient_rel_error"] for c in checks], 2, 100),
+    } for name, checks in _solver_checks(results_dir, dataset).items()]
 
 
 def failure_summary(runs: list[dict]) -> list[dict]:
