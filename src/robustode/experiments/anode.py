@@ -388,7 +388,7 @@ def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
             "NFE (reference)": fmt_mean_sd([c["nfe_forward_reference"] for c in checks], 0),
             "relative state error, mean": fmt_mean_sd([c["state_rel_error_mean"] for c in checks], 4),
             "relative state error, max": fmt_mean_sd([c["state_rel_error_max"] for c in checks], 4),
-            "max |logit difference|": fmt_mean_sd([c["logit_abs_diff_max"] for c in checks], 4),
+            "max abs. logit difference": fmt_mean_sd([c["logit_abs_diff_max"] for c in checks], 4),
             "same prediction (%)": fmt_mean_sd([c["prediction_agreement"] for c in checks], 1, 100),
             "accuracy (%), trained tol. / reference": f"{fmt_mean_sd([c['accuracy'] for c in checks], 1, 100)} / "
                                                       f"{fmt_mean_sd([c['accuracy_reference'] for c in checks], 1, 100)}",
