@@ -39,6 +39,26 @@ def test_allocator_peak_sees_torch_cpp_allocations_that_tracemalloc_misses():
     assert 8_000_000 <= allocator_peak(step) < 9_000_000
 
 
+def test_tracemalloc_misses_torch_allocations_which_is_why_it_is_not_used():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        big = torch.ones(1_000_000)  # 4 MB
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert float(big[0]) == 1.0 and peak < 1_000_000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_peak_counts_the_bytes_a_step_allocates():
+    from robustode.memory import cuda_peak
+
+    device = torch.device("cuda")
+    assert cuda_peak(lambda: torch.ones(1_000_000, device=device) * 2, device) >= 8_000_000
+
+
 def test_wall_times_returns_one_time_per_repeat_and_rejects_bad_counts():
     assert len(wall_times(lambda: None, torch.device("cpu"), warmup=1, repeats=4)) == 4
     with pytest.raises(ValueError, match="repeats >= 1"):
