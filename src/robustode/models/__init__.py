@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 # Modules whose import registers models; a chapter adds its module here.
-MODEL_MODULES = ("robustode.models.toy", "robustode.models.conv_anode", "robustode.models.attention")
+MODEL_MODULES = ("robustode.models.toy", "robustode.models.conv_anode", "robustode.models.robust", "robustode.models.attention")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,542 @@
+"""Chapters 2-3: robustness of CNN, ODENet and TisODE (the survey's Table I, after Yan et al., ICLR 2020).
+
+One run = one model trained with Yan et al.'s protocol (Gaussian-noise augmentation, Adam, weight
+decay, MultiStepLR; the steady-state term for TisODE) and evaluated on
+
+* clean and Gaussian-noise accuracy (sigma on the 0-255 scale, one seeded draw);
+* the faithful attack protocol (margin-loss FGSM / PGD on Yan et al.'s seeded 1,000 images);
+* the strong protocol (cross-entropy PGD with random starts, more steps and restarts; AutoAttack);
+* sanity checks (eps = 1, PGD <= FGSM, steps / restarts, AutoAttack <= PGD, solver transfer);
+* optionally input randomisation on top of the model (``defences.randomise``).
+
+Model names: ``CNN``, ``ODENet``, ``TisODE``, each optionally with ``+denoise`` (a feature-denoising
+block after the stem). Each run writes ``results/<profile>/robustness-<dataset>/<model>-seed<k>.json``;
+the tables below read those files back.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from robustode import attacks
+from robustode.data import imgnet10
+from robustode.data.images import is_available as torchvision_available
+from robustode.data.images import load_tensors, subset, tensor_batches, train_val_split
+from robustode.defences import FeatureDenoising, InputRandomisation
+from robustode.evaluation import (
+    accuracy,
+    attack_indices,
+    batched_attack,
+    field_profile,
+    noise_accuracy,
+    predictions,
+    robust_accuracy,
+    sanity_checks,
+)
+from robustode.experiments import run_once
+from robustode.models import count_parameters
+from robustode.models.robust import ARCHITECTURES, RobustNet, build
+from robustode.noise import NoiseAugmentation
+from robustode.paths import results_dir as default_results_dir
+from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
+from robustode.reference import compare, reference_values
+from robustode.regularisers import SteadyStateRegulariser
+from robustode.results import fmt_mean_sd, load_results, mean_sd
+from robustode.seeding import seed_everything
+from robustode.tables import flag
+from robustode.training import TrainSpec, train
+
+DATASETS = ("MNIST", "SVHN", "ImgNet10")
+MODELS = (*ARCHITECTURES, *(f"{a}+denoise" for a in ARCHITECTURES))
+TABLE_MODELS = ("CNN", "ODENet", "TisODE")
+
+
+# ----------------------------------------------------------------------------------- configuration
+
+def config(profile: str | dict, dataset: str = "MNIST") -> dict:
+    """The profile's ``robustness`` settings for one dataset, checked before any work."""
+    check_choice("dataset", dataset, DATASETS)
+    section = experiment_config(profile, "robustness")
+    cfg = {**section["common"], **section["evaluation"], **section["datasets"][dataset],
+           "defences": section["defences"], "dataset": dataset}
+    check_positive(**{k: cfg[k] for k in ("width", "epochs", "batch_size", "lr", "seeds", "val_size", "attack_images",
+                                          "eval_batch")})
+    optional = {"train_size": cfg["train_size"], "noise_images": cfg["noise_images"], "strong.images": cfg["strong"]["images"],
+                "autoattack.images": cfg["autoattack"]["images"]}
+    check_positive(**{k: v for k, v in optional.items() if v is not None})
+    check_positive(**{f"strong.{k}": cfg["strong"][k] for k in ("restarts", "eot")},
+                   **{f"strong.steps[{i}]": s for i, s in enumerate(cfg["strong"]["steps"])},
+                   **{f"sanity.solver_steps[{i}]": s for i, s in enumerate(cfg["sanity"]["solver_steps"])})
+    for name in cfg["defences"]["randomise"]:
+        check_choice("model in defences.randomise", name, MODELS)
+    return cfg
+
+
+def profile_name(profile: str | dict) -> str:
+    return profile if isinstance(profile, str) else profile["name"]
+
+
+def eps_value(eps: str | float) -> float:
+    """'0.3' -> 0.3, '8/255' -> 0.0314 (epsilons are keyed by the text the paper prints)."""
+    return float(Fraction(str(eps))) if "/" in str(eps) else float(eps)
+
+
+def eps_key(eps: str | float) -> str:
+    return str(eps)
+
+
+def table_one_rows(dataset: str) -> list[tuple[str, str, str]]:
+    """(reference key, kind, value) for the dataset's Table I rows, e.g. ('fgsm_0.3', 'fgsm', '0.3')."""
+    rows = []
+    for key in reference_values()["table_1_robustness"][dataset]:
+        if key.startswith("gaussian_sigma_"):
+            rows.append((key, "gaussian", key.removeprefix("gaussian_sigma_")))
+        else:
+            kind, value = key.split("_", 1)
+            rows.append((key, kind, value))
+    return rows
+
+
+def eps_grid(cfg: dict, kind: str) -> list[str]:
+    """The profile's eps curve for ``fgsm`` / ``pgd`` plus every eps of that kind in Table I, sorted."""
+    keys = {eps_key(e) for e in cfg[f"{kind}_eps"]}
+    keys |= {v for _, k, v in table_one_rows(cfg["dataset"]) if k == kind}
+    return sorted(keys, key=eps_value)
+
+
+def sigma_grid(cfg: dict) -> list[float]:
+    sigmas = {float(s) for s in cfg["noise_sigmas"]}
+    sigmas |= {float(v) for _, k, v in table_one_rows(cfg["dataset"]) if k == "gaussian"}
+    return sorted(sigmas)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def available(dataset: str, imagenet_root: str | None = None) -> tuple[bool, str]:
+    """Whether the dataset is on disk, and if not, why (for "not run: data missing" rows)."""
+    check_choice("dataset", dataset, DATASETS)
+    if dataset == "ImgNet10":
+        missing = imgnet10.missing_folders(imagenet_root)
+        return (not missing, "" if not missing else f"data missing (ImageNet folders under imagenet_root={imagenet_root!r})")
+    ok = torchvision_available(dataset)
+    return ok, "" if ok else f"data missing ({dataset} files not in the data folder)"
+
+
+def load_data(cfg: dict, device: torch.device, imagenet_root: str | None = None) -> dict:
+    """Train subset, validation split (carved from train, seed 0) and test set, as tensors on ``device``."""
+    dataset = cfg["dataset"]
+    if dataset == "ImgNet10":
+        x, y = imgnet10.load_imgnet10(imagenet_root, True, cfg["size"], cfg.get("limit_per_class"))
+        x_test, y_test = imgnet10.load_imgnet10(imagenet_root, False, cfg["size"])
+    else:
+        x, y = load_tensors(dataset, train=True)
+        x_test, y_test = load_tensors(dataset, train=False)
+    (x, y), (x_val, y_val) = train_val_split(x, y, cfg["val_size"], seed=0)
+    x, y = subset(x, y, cfg["train_size"], seed=0)
+
+    def move(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if cfg["image_size"] and cfg["image_size"] != x.shape[-1]:  # quick only: 2x2 area averaging, 28 -> 14
+            x = F.interpolate(x, size=(cfg["image_size"],) * 2, mode="area")
+        return x.to(device), y.to(device)
+
+    return {"train": move(x, y), "val": move(x_val, y_val), "test": move(x_test, y_test)}
+
+
+# ----------------------------------------------------------------------------------------- models
+
+def make_model(name: str, cfg: dict) -> RobustNet:
+    """``CNN`` / ``ODENet`` / ``TisODE``, optionally ``+denoise``, at the profile's width."""
+    check_choice("model", name, MODELS)
+    arch, _, extra = name.partition("+")
+    denoise = FeatureDenoising(cfg["width"], cfg["defences"]["denoiser"]) if extra == "denoise" else None
+    return build(arch, cfg["dataset"], denoise=denoise, width=cfg["width"])
+
+
+def train_spec(name: str, cfg: dict, seed: int, val: tuple[torch.Tensor, torch.Tensor]) -> TrainSpec:
+    """Yan et al.'s recipe; model selection on the noisy *validation* split (they used the noisy test set)."""
+    augment = NoiseAugmentation(cfg["augment_p"], cfg["augment_sigmas"])
+    x_val, y_val = val
+
+    def evaluate(model: nn.Module) -> dict:
+        gen = torch.Generator(device=x_val.device).manual_seed(12_345)
+        noisy = augment(x_val, gen)
+        return {"accuracy": accuracy(model, x_val, y_val, cfg["eval_batch"]),
+                "noisy_accuracy": accuracy(model, noisy, y_val, cfg["eval_batch"])}
+
+    regulariser = None
+    if name.startswith("TisODE"):
+        regulariser = SteadyStateRegulariser(cfg["steady_weight"], cfg["steady_start_epoch"])
+    return TrainSpec(
+        epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], milestones=tuple(cfg["milestones"]),
+        gamma=cfg["gamma"], regulariser=regulariser, augment=augment, evaluate=evaluate,
+        select_on="noisy_accuracy", seed=seed,
+    )
+
+
+def with_step(model: RobustNet, step: float) -> RobustNet:
+    """A copy of an ODE model whose Euler step is ``step`` (same weights)."""
+    other = copy.deepcopy(model)
+    other.set_step_size(step)
+    return other
+
+
+def randomised(model: RobustNet, extra: int) -> RobustNet:
+    """A copy of the model with Xie et al.'s input randomisation in front (inference-time defence).
+
+    ``extra`` pixels of random resize and padding; Xie et al. used 299 -> up to 331 (about 10 %)."""
+    other = copy.deepcopy(model)
+    other.pre = nn.Sequential(InputRandomisation(extra), other.pre)
+    return other
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+def _faithful(model: nn.Module, xa: torch.Tensor, ya: torch.Tensor, cfg: dict, keep: torch.Tensor | None,
+              kinds: dict[str, list[str]]) -> dict:
+    out = {}
+    for kind, grid in kinds.items():
+        attack = attacks.fgsm if kind == "fgsm" else attacks.pgd
+        out[kind] = {}
+        for eps in grid:
+            value = eps_value(eps)
+            robust = batched_attack(lambda a, b, f=attack, e=value: f(model, a, b, e), xa, ya, cfg["eval_batch"])
+            out[kind][eps] = robust_accuracy(robust, keep)
+    return out
+
+
+def _strong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: str, cfg: dict, seed: int, eot: int = 1,
+            run_autoattack: bool = True) -> dict:
+    strong = cfg["strong"]
+    steps = sorted(strong["steps"])
+    main = attacks.pgd_strong(model, x, y, eps_value(eps), steps[-1], strong["restarts"], eot=eot, seed=seed)
+    robust = torch.tensor(main["robust_after_restart"][-1])
+    by_steps = {str(s): robust_accuracy(attacks.pgd_strong(model, x, y, eps_value(eps), s, 1, eot=eot, seed=seed)
+                                        ["robust_after_restart"][0]) for s in steps[:-1]}
+    by_steps[str(steps[-1])] = robust_accuracy(main["robust_after_restart"][0])
+    out = {"accuracy": robust_accuracy(robust), "images": len(x), "steps": steps[-1], "restarts": strong["restarts"],
+           "eot": eot, "by_steps": by_steps,
+           "by_restarts": [robust_accuracy(r) for r in main["robust_after_restart"]]}
+    aa = cfg["autoattack"]
+    if run_autoattack and aa["images"]:
+        n = min(aa["images"], len(x))
+        flags = attacks.autoattack(model, x[:n], y[:n], eps_value(eps), aa["version"], aa.get("attacks"),
+                                   aa.get("overrides"), seed=seed, batch_size=cfg["eval_batch"])
+        label = aa["version"] if aa["version"] != "custom" else (
+            "custom: " + ", ".join(aa["attacks"]) + "".join(f", {k}={v}" for k, v in (aa.get("overrides") or {}).items()))
+        out["autoattack"] = {"accuracy": robust_accuracy(flags.cpu()), "images": n, "config": label,
+                             "pgd_same_images": robust_accuracy(robust[:n])}
+    return out
+
+
+def _solver_transfer(model: RobustNet, xa: torch.Tensor, ya: torch.Tensor, cfg: dict) -> dict:
+    """accuracy[craft step][judge step] of Yan et al.'s PGD crafted through one Euler step size, judged with another."""
+    san = cfg["sanity"]
+    deployed = model.ode_blocks()[0].step_size
+    steps = sorted({*san["solver_steps"], deployed})
+    eps = eps_value(cfg["solver_eps"])
+    n = min(san["images"], len(xa))
+    x, y = xa[:n], ya[:n]
+    judges = {s: with_step(model, s) for s in steps}
+    table = {}
+    for craft in steps:
+        result = attacks.pgd(judges[craft], x, y, eps, keep_iterates=True)
+        table[str(craft)] = {str(j): robust_accuracy(attacks.robust_under(m, result.iterates, y)) for j, m in judges.items()}
+    return {"attack": f"faithful PGD-{cfg['solver_eps']}", "images": n, "deployed_step": deployed,
+            "steps": steps, "accuracy": table}
+
+
+def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool = True, desc: str = "") -> dict:
+    """Everything Table I and the sanity checks need, for one trained model (accuracies in [0, 1])."""
+    model.eval()
+    x_test, y_test = data["test"]
+    xn, yn = subset(x_test, y_test, cfg["noise_images"], seed=0)
+    idx = torch.as_tensor(attack_indices(len(x_test), 1000)[: cfg["attack_images"]], device=x_test.device)
+    xa, ya = x_test[idx], y_test[idx]
+    clean_correct = predictions(model, xa, cfg["eval_batch"]) == ya
+    keep = clean_correct if cfg.get("conditional") else None
+    stages = ["noise", "faithful", "strong", "sanity"]
+    bar = tqdm(stages, desc=f"evaluate {desc}", disable=not progress, leave=False)
+    metrics: dict = {"seconds": {}}
+    for stage in bar:
+        bar.set_postfix_str(stage)
+        tic = time.perf_counter()
+        if stage == "noise":
+            metrics["clean"] = accuracy(model, xn, yn, cfg["eval_batch"])
+            metrics["noise_images"] = len(xn)
+            metrics["noise"] = {str(s): noise_accuracy(model, xn, yn, s, seed=0, batch_size=cfg["eval_batch"])
+                                for s in sigma_grid(cfg)}
+        elif stage == "faithful":
+            metrics["attack_images"] = len(xa)
+            metrics["attack_clean"] = robust_accuracy(clean_correct)
+            metrics["conditional"] = bool(cfg.get("conditional"))
+            metrics["faithful"] = _faithful(model, xa, ya, cfg, keep, {"fgsm": eps_grid(cfg, "fgsm"),
+                                                                       "pgd": eps_grid(cfg, "pgd")})
+        elif stage == "strong":
+            n = min(cfg["strong"]["images"] or len(x_test), len(x_test))
+            xs, ys = (xa[:n], ya[:n]) if n <= len(xa) else subset(x_test, y_test, n, seed=0)
+            metrics["strong"] = {eps: _strong(model, xs, ys, eps, cfg, seed) for eps in
+                                 [v for _, k, v in table_one_rows(cfg["dataset"]) if k == "pgd"]}
+        else:
+            n = min(cfg["sanity"]["images"], len(xa))
+            strong_one = attacks.pgd_strong(model, xa[:n], ya[:n], 1.0, min(cfg["strong"]["steps"]), 1, seed=seed)
+            faithful_one = batched_attack(lambda a, b: attacks.pgd(model, a, b, 1.0), xa[:n], ya[:n], cfg["eval_batch"])
+            metrics["sanity"] = {"eps_one": {"images": n, "strong": robust_accuracy(strong_one["robust_after_restart"][0]),
+                                             "faithful": robust_accuracy(faithful_one)}}
+            if model.ode_blocks():
+                metrics["sanity"]["solver_transfer"] = _solver_transfer(model, xa, ya, cfg)
+                metrics["field_profile"] = field_profile(model, xa[: cfg["sanity"]["images"]])
+        metrics["seconds"][stage] = time.perf_counter() - tic
+    metrics["checks"] = sanity_checks(metrics, cfg["sanity"]["tolerance"])
+    return metrics
+
+
+def evaluate_randomised(model: RobustNet, data: dict, cfg: dict, seed: int) -> dict:
+    """Input randomisation on top of a trained model: Table I's perturbations, faithful (one random draw per
+    gradient) and strong (cross-entropy PGD with EOT over ``defences.eot`` draws per step; no AutoAttack)."""
+    x_test, y_test = data["test"]
+    d = cfg["defences"]
+    extra = max(1, round(d["resize_fraction"] * x_test.shape[-1]))
+    rand = randomised(model, extra).eval()
+    torch.manual_seed(seed)
+    xn, yn = subset(x_test, y_test, cfg["noise_images"], seed=0)
+    idx = torch.as_tensor(attack_indices(len(x_test), 1000)[: cfg["attack_images"]], device=x_test.device)
+    xa, ya = x_test[idx], y_test[idx]
+    rows = table_one_rows(cfg["dataset"])
+    out = {"extra_pixels": extra, "clean": accuracy(rand, xn, yn, cfg["eval_batch"]),
+           "noise": {str(float(v)): noise_accuracy(rand, xn, yn, float(v), seed=0, batch_size=cfg["eval_batch"])
+                     for _, k, v in rows if k == "gaussian"},
+           "faithful": _faithful(rand, xa, ya, cfg, None, {k: [v for _, kk, v in rows if kk == k] for k in ("fgsm", "pgd")})}
+    n = min(cfg["strong"]["images"] or len(xa), len(xa))
+    strong_cfg = {**cfg, "strong": {**cfg["strong"], "steps": [d["steps"]], "restarts": d["restarts"]}}
+    out["strong"] = {v: _strong(rand, xa[:n], ya[:n], v, strong_cfg, seed, eot=d["eot"], run_autoattack=False)
+                     for _, k, v in rows if k == "pgd"}
+    return out
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+def train_and_evaluate(name: str, seed: int, cfg: dict, data: dict, device: torch.device, checkpoint: Path | None,
+                       progress: bool = True) -> dict:
+    """One run's metrics: train with Yan et al.'s recipe, then :func:`evaluate` (and input randomisation)."""
+    seed_everything(seed)
+    model = make_model(name, cfg)
+    hist = train(model, tensor_batches(*data["train"], cfg["batch_size"], seed), train_spec(name, cfg, seed, data["val"]),
+                 device, checkpoint=checkpoint, progress=progress, desc=f"{name} seed {seed}")
+    metrics = {"parameters": count_parameters(model), "history": hist.as_dict(),
+               **evaluate(model, data, cfg, seed, progress, f"{name} seed {seed}")}
+    if name in cfg["defences"]["randomise"]:
+        metrics["randomised"] = evaluate_randomised(model, data, cfg, seed)
+    return metrics
+
+
+def run(
+    profile: str | dict, models: tuple[str, ...] | list[str] = TABLE_MODELS, dataset: str = "MNIST", device: str = "auto",
+    results_dir: Path | None = None, imagenet_root: str | None = None, progress: bool = True, resume: bool | None = None,
+) -> list[dict]:
+    """Train and evaluate every model x seed; one results file per run. ``resume=True`` reuses stored runs
+    with identical parameters (chapter 3 reuses chapter 2's CNN and ODENet this way)."""
+    cfg = config(profile, dataset)
+    for name in models:
+        check_choice("model", name, MODELS)
+    if not available(dataset, imagenet_root)[0]:
+        load_data(cfg, torch.device("cpu"), imagenet_root)  # raises DataMissing naming the files
+    dev = resolve_device(device)
+    out = Path(results_dir) if results_dir else default_results_dir(profile_name(profile))
+    resume = cfg["resume"] if resume is None else resume
+    data: dict = {}
+    runs = []
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and cfg["cpu_threads"]:
+        torch.set_num_threads(cfg["cpu_threads"])
+    try:
+        for seed in range(cfg["seeds"]):
+            for name in models:
+                ckpt = out / "checkpoints" / f"robustness-{dataset}-{name}-seed{seed}.pt" if cfg["checkpoint"] else None
+
+                def compute(name=name, seed=seed, ckpt=ckpt) -> dict:
+                    if not data:
+                        data.update(load_data(cfg, dev, imagenet_root))
+                    return train_and_evaluate(name, seed, cfg, data, dev, ckpt, progress)
+
+                runs.append(run_once(out, f"robustness-{dataset}", f"{name}-seed{seed}", params={**cfg, "model": name},
+                                     seed=seed, profile=profile_name(profile), device=dev, resume=resume, compute=compute))
+    finally:
+        torch.set_num_threads(threads)
+    return runs
+
+
+# -------------------------------------------------------------------------------------- summaries
+
+def _runs(results_dir: Path, dataset: str) -> list[dict]:
+    return load_results(results_dir, f"robustness-{dataset}")
+
+
+def _by_model(runs: list[dict], name: str) -> list[dict]:
+    return [r["metrics"] for r in runs if r["params"]["model"] == name]
+
+
+def table_value(metrics: dict, kind: str, value: str) -> float:
+    """The Table I quantity of one run, in percent."""
+    if kind == "gaussian":
+        return 100 * metrics["noise"][str(float(value))]
+    return 100 * metrics["faithful"][kind][value]
+
+
+def table_one(results_dir: Path, dataset: str, profile: str, available_reason: str = "",
+              models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
+    """Table I rows for a dataset: printed value, reproduced mean +- sd, difference, verdict."""
+    printed = reference_values()["table_1_robustness"][dataset]
+    runs = _runs(results_dir, dataset)
+    rows = []
+    for key, kind, value in table_one_rows(dataset):
+        label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
+        for name in models:
+            values = [table_value(m, kind, value) for m in _by_model(runs, name)]
+            p, pm = printed[key][name]
+            row = compare(f"{dataset} {label}", p, pm, values, profile, 1, not_run_reason=available_reason or None)
+            rows.append({"perturbation": row.pop("quantity"), "model": name, **row})
+    return rows
+
+
+def strong_table(results_dir: Path, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
+    """Faithful PGD beside strong PGD and AutoAttack at Table I's PGD epsilons (mean +- sd over seeds, %)."""
+    runs = _runs(results_dir, dataset)
+    rows = []
+    for _, kind, eps in table_one_rows(dataset):
+        if kind != "pgd":
+            continue
+        for name in models:
+            mine = _by_model(runs, name)
+            if not mine:
+                continue
+            strong = [m["strong"][eps] for m in mine]
+            aa = [s["autoattack"] for s in strong if "autoattack" in s]
+            rows.append({
+                "eps": eps, "model": name,
+                "faithful PGD (margin, 10 it.)": fmt_mean_sd([100 * m["faithful"]["pgd"][eps] for m in mine]),
+                f"strong PGD (CE, {strong[0]['steps']} steps x {strong[0]['restarts']} restarts)":
+                    fmt_mean_sd([100 * s["accuracy"] for s in strong]),
+                "AutoAttack": fmt_mean_sd([100 * a["accuracy"] for a in aa]) if aa else "not run",
+                "AutoAttack setting": f"{aa[0]['config']}, {aa[0]['images']} images" if aa else "—",
+                "images (faithful / strong)": f"{mine[0]['attack_images']} / {strong[0]['images']}",
+            })
+    return rows
+
+
+def sanity_table(results_dir: Path, dataset: str) -> list[dict]:
+    """Every stored check of every run; a failed check is shown in red (:func:`robustode.tables.flag`)."""
+    rows = []
+    for r in _runs(results_dir, dataset):
+        for c in r["metrics"]["checks"]:
+            rows.append({"model": r["params"]["model"], "seed": r["seed"], "check": c["check"],
+                         "result": flag(c["ok"], ("passed: " if c["ok"] else "") + c["detail"])})
+    return rows
+
+
+def failed_checks(results_dir: Path, dataset: str) -> list[str]:
+    return [f"{r['params']['model']} seed {r['seed']}: {c['check']} ({c['detail']})"
+            for r in _runs(results_dir, dataset) for c in r["metrics"]["checks"] if not c["ok"]]
+
+
+def solver_transfer_table(results_dir: Path, dataset: str) -> list[dict]:
+    """Accuracy (%) of faithful PGD crafted through one Euler step size (rows) and judged with another."""
+    rows = []
+    for r in _runs(results_dir, dataset):
+        st = r["metrics"].get("sanity", {}).get("solver_transfer")
+        if not st or r["seed"] != 0:
+            continue
+        for craft, judged in st["accuracy"].items():
+            rows.append({"model": f"{r['params']['model']} (deployed step {st['deployed_step']})",
+                         "crafted with step": craft,
+                         **{f"judged with step {j}": f"{100 * a:.1f}" for j, a in judged.items()}})
+    return rows
+
+
+def authors_spread(results_dir: Path, profile: str) -> list[dict]:
+    """The authors' own three FGSM runs per MNIST model (their log) beside ours: run-to-run spread."""
+    authors = reference_values()["authors_mnist_fgsm_runs"]
+    runs = _runs(results_dir, "MNIST")
+    rows = []
+    for key, per_model in authors.items():
+        eps = key.removeprefix("fgsm_")
+        for name, values in per_model.items():
+            ours = [100 * m["faithful"]["fgsm"][eps] for m in _by_model(runs, name) if eps in m["faithful"]["fgsm"]]
+            mean, sd, _ = mean_sd(values)
+            rows.append({"attack": f"FGSM-{eps}", "model": name, "authors' runs": ", ".join(f"{v:.1f}" for v in values),
+                         "authors' mean ± sd": f"{mean:.1f} ± {sd:.1f}", "range": f"{max(values) - min(values):.1f}",
+                         f"ours ({profile})": ", ".join(f"{v:.1f}" for v in ours) or "not run"})
+    return rows
+
+
+def defence_table(results_dir: Path, dataset: str = "MNIST") -> list[dict]:
+    """Sec. 5.3: each model alone, with feature denoising, with input randomisation, with both (%, mean +- sd)."""
+    runs = _runs(results_dir, dataset)
+    rows = []
+    for name in MODELS:
+        mine = _by_model(runs, name)
+        if not mine:
+            continue
+        variants = [(name, mine)]
+        rand = [m["randomised"] for m in mine if "randomised" in m]
+        if rand:
+            variants.append((f"{name} + input randomisation", rand))
+        for label, ms in variants:
+            row = {"model": label, "runs": len(ms), "clean": fmt_mean_sd([100 * m["clean"] for m in ms])}
+            for _, kind, value in table_one_rows(dataset):
+                if kind == "gaussian":
+                    row[f"σ = {value}"] = fmt_mean_sd([100 * m["noise"][str(float(value))] for m in ms])
+                else:
+                    row[f"{kind.upper()}-{value}"] = fmt_mean_sd([100 * m["faithful"][kind][value] for m in ms])
+            for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+                strong = [m["strong"][eps] for m in ms]
+                eot = f", EOT {strong[0]['eot']}" if strong[0]["eot"] > 1 else ""
+                row[f"strong PGD-{eps}{eot}"] = fmt_mean_sd([100 * s["accuracy"] for s in strong])
+            rows.append(row)
+    return rows
+
+
+def curves(results_dir: Path, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> dict[str, dict]:
+    """Per model: mean accuracy (%) vs sigma and vs eps (FGSM, PGD), averaged over seeds, for the plots."""
+    runs = _runs(results_dir, dataset)
+    out = {}
+    for name in models:
+        mine = _by_model(runs, name)
+        if not mine:
+            continue
+        entry = {"noise": {}, "fgsm": {}, "pgd": {}, "runs": len(mine)}
+        for s in mine[0]["noise"]:
+            entry["noise"][float(s)] = mean_sd([100 * m["noise"][s] for m in mine])[:2]
+        for kind in ("fgsm", "pgd"):
+            for eps in mine[0]["faithful"][kind]:
+                entry[kind][eps_value(eps)] = mean_sd([100 * m["faithful"][kind][eps] for m in mine])[:2]
+        out[name] = entry
+    return out
+
+
+def run_summary(results_dir: Path, dataset: str) -> list[dict]:
+    """Per run: parameters, epochs, best epoch, validation accuracy, clean test accuracy, wall time."""
+    rows = []
+    for r in _runs(results_dir, dataset):
+        m, p = r["metrics"], r["params"]
+        epochs = m["history"]["epochs"]
+        best = m["history"]["best_epoch"]
+        rows.append({"model": p["model"], "seed": r["seed"], "width": p["width"], "parameters": f"{m['parameters']:,}",
+                     "train images": p["train_size"] or "all", "epochs": len(epochs), "selected epoch": best,
+                     "val. acc. (noisy) %": f"{100 * epochs[best - 1]['val_noisy_accuracy']:.1f}" if best else "—",
+                     "clean test acc. %": f"{100 * m['clean']:.1f}",
+                     "train time s": f"{sum(e['seconds'] for e in epochs):.0f}"})
+    return rows
+
+
+def field_profiles(results_dir: Path, dataset: str) -> dict[str, dict]:
+    """Seed-0 profile of mean |f(z(t))| for every ODE model that has one."""
+    return {r["params"]["model"]: r["metrics"]["field_profile"] for r in _runs(results_dir, dataset)
+            if r["seed"] == 0 and "field_profile" in r["metrics"]}

@@ -1,0 +1,151 @@
+import pytest
+import torch
+from torch import nn
+
+from robustode.cli import main
+from robustode.defences import FeatureDenoising, InputRandomisation
+from robustode.evaluation import sanity_checks
+from robustode.experiments import robustness
+from robustode.models import build_model, count_parameters
+from robustode.models.robust import ConvField, build
+from robustode.noise import NoiseAugmentation, gaussian_noise
+from robustode.odeblock import ODEBlock
+from robustode.regularisers import SteadyState, SteadyStateRegulariser, steady_state_loss
+
+
+@pytest.mark.parametrize("name, count", [("CNN", 141_130), ("ODENet", 142_410), ("TisODE", 141_130)])
+def test_mnist_models_have_the_authors_parameter_counts(name, count):
+    assert count_parameters(build_model(name, "MNIST")) == count
+
+
+def test_params_command_prints_the_three_mnist_counts(capsys):
+    assert main(["params", "CNN", "ODENet", "TisODE", "--dataset", "MNIST"]) == 0
+    out = capsys.readouterr().out
+    for count in ("141,130", "142,410"):
+        assert count in out
+    assert out.count("141,130") == 2
+
+
+def test_three_channel_variants_only_change_the_first_conv():
+    assert count_parameters(build("CNN", "SVHN")) - count_parameters(build("CNN", "MNIST")) == 2 * 64 * 9
+    assert build("TisODE", "ImgNet10")(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_solvers_are_euler_with_the_authors_steps():
+    odenet, tisode = build("ODENet").middle, build("TisODE").middle.block
+    assert (odenet.method, odenet.step_size) == ("euler", 0.1)
+    assert (tisode.method, tisode.step_size) == ("euler", 0.05)
+    assert odenet.times.tolist() == tisode.times.tolist() == [0.0, 1.0]
+
+
+def test_tisode_dynamics_ignore_time_but_odenet_dynamics_do_not():
+    h = torch.randn(2, 64, 5, 5)
+    tis, ode = ConvField(time_dependent=False), ConvField(time_dependent=True)
+    assert torch.equal(tis(torch.tensor(0.0), h), tis(torch.tensor(0.7), h))
+    assert not torch.allclose(ode(torch.tensor(0.0), h), ode(torch.tensor(0.7), h))
+
+
+class Constant(nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, t, h):
+        return torch.full_like(h, self.value)
+
+
+def test_steady_state_term_is_zero_for_zero_dynamics():
+    block = ODEBlock(Constant(0.0), method="euler", step_size=0.05)
+    assert steady_state_loss(block, torch.randn(3, 4)).item() == 0.0
+
+
+def test_steady_state_term_integrates_the_absolute_field_from_0_9_to_1_5():
+    block = ODEBlock(Constant(-2.0), method="euler", step_size=0.05)
+    assert steady_state_loss(block, torch.randn(3, 4)).item() == pytest.approx(0.6 * 2.0, rel=1e-5)
+
+
+def test_steady_state_wrapper_keeps_the_state_at_0_9_and_predicts_like_the_block():
+    torch.manual_seed(0)
+    block = ODEBlock(ConvField(8, time_dependent=False), method="euler", step_size=0.05)
+    wrapped = SteadyState(block).train()
+    h0 = torch.randn(2, 8, 5, 5)
+    out = wrapped(h0)
+    states = block.trajectory(h0, torch.tensor([0.0, 0.9, 1.0]))
+    assert torch.allclose(out, states[-1], atol=1e-6)
+    assert torch.allclose(wrapped.z_start, states[1], atol=1e-6)
+    assert torch.allclose(wrapped.eval()(h0), out, atol=1e-6)
+
+
+def test_steady_state_regulariser_switches_on_at_its_epoch_with_weight():
+    torch.manual_seed(0)
+    model = build("TisODE", width=8).train()
+    model(torch.rand(2, 1, 28, 28))
+    reg = SteadyStateRegulariser(weight=0.01, start_epoch=5)
+    assert reg(model, None, 4) is None
+    term = reg(model, None, 5)
+    assert term.item() == pytest.approx(0.01 * model.middle.penalty().item())
+    assert term.requires_grad
+    with pytest.raises(ValueError, match="no SteadyState"):
+        reg(build("CNN", width=8), None, 5)
+
+
+def test_gaussian_noise_has_the_stated_scale_on_the_0_255_axis_and_is_clamped():
+    x = torch.full((200, 1, 28, 28), 0.5)
+    noisy = gaussian_noise(x, 25, torch.Generator().manual_seed(0))
+    assert (noisy - x).std().item() == pytest.approx(25 / 255, rel=0.02)
+    loud = gaussian_noise(x, 300, torch.Generator().manual_seed(0))
+    assert loud.min() == 0.0 and loud.max() == 1.0
+
+
+def test_noise_augmentation_noises_half_the_images_with_sigmas_from_the_list():
+    assert NoiseAugmentation().p == 0.5 and NoiseAugmentation().sigmas == (50.0, 75.0, 100.0)
+    x = torch.full((2000, 1, 28, 28), 0.5)
+    levels = torch.tensor([5.0, 10.0, 20.0])  # small enough that clamping to [0, 1] never bites
+    noisy = NoiseAugmentation(0.5, levels.tolist())(x, torch.Generator().manual_seed(0))
+    sd = (noisy - x).flatten(1).std(1) * 255
+    clean = sd == 0
+    assert 0.45 < clean.float().mean().item() < 0.55
+    nearest = levels[(sd[~clean, None] - levels).abs().argmin(1)]
+    assert ((sd[~clean] - nearest).abs() < 0.1 * nearest).all()
+    assert set(nearest.tolist()) == set(levels.tolist())
+
+
+def test_input_randomisation_resizes_and_pads_inside_a_larger_canvas():
+    x = torch.rand(5, 1, 28, 28)
+    out = InputRandomisation(extra=4)(x)
+    assert out.shape == (5, 1, 32, 32)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_feature_denoising_starts_as_the_identity():
+    h = torch.randn(2, 16, 7, 7)
+    for kind in ("nonlocal", "mean"):
+        assert torch.equal(FeatureDenoising(16, kind)(h), h)
+
+
+def test_sanity_checks_flag_pgd_weaker_than_fgsm_and_autoattack_weaker_than_pgd():
+    metrics = {
+        "faithful": {"fgsm": {"0.3": 0.5}, "pgd": {"0.3": 0.6}},
+        "strong": {"0.3": {"by_steps": {"10": 0.2, "20": 0.1}, "by_restarts": [0.1, 0.1],
+                           "autoattack": {"accuracy": 0.3, "pgd_same_images": 0.1, "images": 10, "config": "standard"}}},
+        "sanity": {"eps_one": {"strong": 0.0, "faithful": 0.1}},
+    }
+    results = {c["check"]: c["ok"] for c in sanity_checks(metrics)}
+    assert results["eps = 1 gives 0 %"]
+    assert not results["PGD <= FGSM at eps 0.3"]
+    assert results["more PGD steps never help (eps 0.3)"]
+    assert not results["AutoAttack <= PGD (eps 0.3)"]
+
+
+def test_table_one_rows_and_epsilons_come_from_the_reference_values():
+    rows = robustness.table_one_rows("SVHN")
+    assert ("gaussian_sigma_35", "gaussian", "35") in rows and ("fgsm_8/255", "fgsm", "8/255") in rows
+    assert robustness.eps_value("8/255") == pytest.approx(8 / 255)
+    assert robustness.eps_grid(robustness.config("quick"), "pgd")[-2:] == ["0.2", "0.3"]
+
+
+def test_an_unknown_model_or_dataset_is_rejected_before_any_work():
+    with pytest.raises(ValueError, match="choose one of"):
+        robustness.run("quick", ["ResNet152"])
+    with pytest.raises(ValueError, match="MNIST, SVHN, ImgNet10"):
+        robustness.config("quick", "CIFAR100")
