@@ -1,4 +1,4 @@
-"""Command line: ``python -m robustode {reproduce,book,params}``."""
+"""Command line: ``python -m robustode {reproduce,book,report,params}``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,15 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from robustode.paths import results_dir
+    from robustode.report import render, report_rows
+
+    # Without results every run-based row says "not run"; parameter counts are still checked.
+    print(render(report_rows(results_dir(args.profile), args.profile), args.format))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="robustode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -66,6 +75,11 @@ def parser() -> argparse.ArgumentParser:
     book.add_argument("--no-run", action="store_true", help="render existing executed copies only")
     book.add_argument("--device", choices=DEVICES, default="auto")
     book.set_defaults(func=_book)
+
+    report = sub.add_parser("report", help="every number the paper prints, against the profile's results")
+    report.add_argument("--profile", choices=PROFILES, default="full")
+    report.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    report.set_defaults(func=_report)
 
     params = sub.add_parser("params", help="print the parameter count of named models")
     params.add_argument("models", nargs="*", help="model names (default: all registered)")
