@@ -79,3 +79,34 @@ def _anode_table_1(printed: Printed, results_dir: Path) -> Reproduced:
     mine = [r for r in runs if r["params"]["model"] == r["params"]["table_1"][dataset][role] and not r["metrics"]["failure"]]
     values = [100 * r["metrics"]["test"]["accuracy"] for r in mine if r["metrics"]["test"]["accuracy"] is not None]
     return _from_runs(mine, values, dataset)
+
+
+def _robustness_values(results_dir: Path, dataset: str, key: str, model: str) -> Reproduced:
+    from robustode.experiments import robustness
+
+    kind, value = next((k, v) for ref_key, k, v in robustness.table_one_rows(dataset) if ref_key == key)
+    runs = [r for r in load_results(results_dir, f"robustness-{dataset}") if r["params"]["model"] == model]
+    values = [robustness.table_value(r["metrics"], kind, value) for r in runs]
+    if values:
+        return Reproduced(tuple(values), _device(runs))
+    ok, reason = robustness.available(dataset)
+    return Reproduced(reason=reason if not ok else "no results file for this profile")
+
+
+@provider("table_1_robustness")
+def _table_1(printed: Printed, results_dir: Path) -> Reproduced:
+    dataset, key, model = printed.key
+    return _robustness_values(results_dir, dataset, key, model)
+
+
+@provider("authors_mnist_fgsm_runs")
+def _authors_runs(printed: Printed, results_dir: Path) -> Reproduced:
+    # One logged run of the authors against the spread of all our seeds for the same model and attack.
+    dataset, key, model, _run = printed.key
+    return _robustness_values(results_dir, dataset, key, model)
+
+
+@provider("tisode_repo_parameters")
+def _tisode_parameters(printed: Printed, results_dir: Path) -> Reproduced:
+    dataset, model = printed.key
+    return _count(model, dataset)
