@@ -376,7 +376,10 @@ def run(
 # -------------------------------------------------------------------------------------- summaries
 
 def _runs(results_dir: Path, dataset: str) -> list[dict]:
-    return load_results(results_dir, f"robustness-{dataset}")
+    """Stored runs in model order (CNN, ODENet, TisODE, then the +denoise variants), then by seed."""
+    runs = load_results(results_dir, f"robustness-{dataset}")
+    order = {name: i for i, name in enumerate(MODELS)}
+    return sorted(runs, key=lambda r: (order.get(r["params"]["model"], len(order)), r["seed"]))
 
 
 def _by_model(runs: list[dict], name: str) -> list[dict]:
@@ -470,8 +473,10 @@ def authors_spread(results_dir: Path, profile: str) -> list[dict]:
         for name, values in per_model.items():
             ours = [100 * m["faithful"]["fgsm"][eps] for m in _by_model(runs, name) if eps in m["faithful"]["fgsm"]]
             mean, sd, _ = mean_sd(values)
+            printed = reference_values()["table_1_robustness"]["MNIST"][key][name]
             rows.append({"attack": f"FGSM-{eps}", "model": name, "authors' runs": ", ".join(f"{v:.1f}" for v in values),
-                         "authors' mean ± sd": f"{mean:.1f} ± {sd:.1f}", "range": f"{max(values) - min(values):.1f}",
+                         "authors' mean ± sd": f"{mean:.1f} ± {sd:.1f}", "printed in Table I": f"{printed[0]:.1f} ± {printed[1]:.1f}",
+                         "range": f"{max(values) - min(values):.1f}",
                          f"ours ({profile})": ", ".join(f"{v:.1f}" for v in ours) or "not run"})
     return rows
 
@@ -497,8 +502,10 @@ def defence_table(results_dir: Path, dataset: str = "MNIST") -> list[dict]:
                     row[f"{kind.upper()}-{value}"] = fmt_mean_sd([100 * m["faithful"][kind][value] for m in ms])
             for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
                 strong = [m["strong"][eps] for m in ms]
-                eot = f", EOT {strong[0]['eot']}" if strong[0]["eot"] > 1 else ""
-                row[f"strong PGD-{eps}{eot}"] = fmt_mean_sd([100 * s["accuracy"] for s in strong])
+                row[f"strong PGD-{eps}"] = fmt_mean_sd([100 * s["accuracy"] for s in strong])
+            first = ms[0]["strong"][next(iter(ms[0]["strong"]))]
+            row["strong setting"] = (f"{first['steps']} steps x {first['restarts']} restarts, {first['images']} images"
+                                     + (f", EOT over {first['eot']} draws" if first["eot"] > 1 else ""))
             rows.append(row)
     return rows
 
@@ -540,3 +547,63 @@ def field_profiles(results_dir: Path, dataset: str) -> dict[str, dict]:
     """Seed-0 profile of mean |f(z(t))| for every ODE model that has one."""
     return {r["params"]["model"]: r["metrics"]["field_profile"] for r in _runs(results_dir, dataset)
             if r["seed"] == 0 and "field_profile" in r["metrics"]}
+
+
+def profile_banner(cfg: dict, profile: str) -> str:
+    """What this profile's runs are, in one paragraph built from its settings (shown at the top of a chapter)."""
+    size = f"{cfg['image_size']}x{cfg['image_size']} (area-downsampled)" if cfg["image_size"] else "native-size"
+    aa = cfg["autoattack"]
+    aa_text = "standard AutoAttack" if aa["version"] == "standard" else (
+        f"a reduced AutoAttack ({', '.join(aa['attacks'])}; " + ", ".join(f"{k} = {v}" for k, v in aa["overrides"].items()) + ")")
+    text = (
+        f"width {cfg['width']} channels, {size} {cfg['dataset']} images, "
+        f"{cfg['train_size'] or 'all'} training images less a {cfg['val_size']}-image validation split, "
+        f"{cfg['epochs']} epochs of batch "
+        f"{cfg['batch_size']}, Adam lr {cfg['lr']}, weight decay {cfg['weight_decay']}, LR milestones {cfg['milestones'] or 'none'}, "
+        f"steady-state term from epoch {cfg['steady_start_epoch']} (0-based), {cfg['seeds']} seed(s); faithful attacks on "
+        f"{cfg['attack_images']} of Yan et al.'s 1,000 images; strong PGD on {cfg['strong']['images'] or 'all test'} images "
+        f"({max(cfg['strong']['steps'])} steps x {cfg['strong']['restarts']} restarts); {aa_text} on "
+        f"{aa['images'] or 'all test'} images"
+    )
+    if profile == "quick":
+        return ("**Quick profile — not the paper's setting.** A 64-channel TisODE trains at about 15 images per second on "
+                f"two CPU cores, so quick runs use {text}. These models are small and under-trained: their numbers show the "
+                "pipeline and the protocols at work, not paper-scale values, and every verdict says *indicative*.")
+    return f"**Full profile — Yan et al.'s protocol:** {text}."
+
+
+def table_one_all(results_dir: Path, profile: str, imagenet_root: str | None = None,
+                  models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
+    """Table I for every dataset; datasets whose data are missing get "not run: data missing" rows."""
+    rows = []
+    for dataset in DATASETS:
+        ok, why = available(dataset, imagenet_root)
+        rows += table_one(results_dir, dataset, profile, "" if ok else why, models)
+    return rows
+
+
+def findings(results_dir: Path, dataset: str = "MNIST", models: tuple[str, ...] = TABLE_MODELS) -> list[str]:
+    """Sentences that compare the stored runs (mean over seeds, percentage points); nothing is typed by hand."""
+    runs = _runs(results_dir, dataset)
+    present = [m for m in models if _by_model(runs, m)]
+    out = []
+    mean = lambda vals: mean_sd(vals)[0]  # noqa: E731
+    for a, b in zip(present, present[1:], strict=False):
+        for _, kind, value in table_one_rows(dataset):
+            if kind == "gaussian":
+                continue
+            da = mean([table_value(m, kind, value) for m in _by_model(runs, a)])
+            db = mean([table_value(m, kind, value) for m in _by_model(runs, b)])
+            printed = reference_values()["table_1_robustness"][dataset][f"{kind}_{value}"]
+            out.append(f"{kind.upper()}-{value}: {b} − {a} = {db - da:+.1f} points here; the paper prints "
+                       f"{printed[b][0] - printed[a][0]:+.1f}.")
+    for name in present:
+        mine = _by_model(runs, name)
+        for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+            faithful = mean([100 * m["faithful"]["pgd"][eps] for m in mine])
+            strong = mean([100 * m["strong"][eps]["accuracy"] for m in mine])
+            out.append(f"{name}, PGD-{eps}: faithful {faithful:.1f} %, strong {strong:.1f} % "
+                       f"(the faithful protocol overstates robustness by {faithful - strong:.1f} points).")
+    failed = [f for f in failed_checks(results_dir, dataset) if f.split(" seed")[0] in present]
+    out.append("Failed sanity checks: " + ("; ".join(failed) if failed else "none."))
+    return out
