@@ -10,6 +10,7 @@ from robustode.models import build_model, count_parameters
 from robustode.models.robust import ConvField, build
 from robustode.noise import NoiseAugmentation, gaussian_noise
 from robustode.odeblock import ODEBlock
+from robustode.paths import data_dir
 from robustode.regularisers import SteadyState, SteadyStateRegulariser, steady_state_loss
 
 
@@ -149,3 +150,38 @@ def test_an_unknown_model_or_dataset_is_rejected_before_any_work():
         robustness.run("quick", ["ResNet152"])
     with pytest.raises(ValueError, match="MNIST, SVHN, ImgNet10"):
         robustness.config("quick", "CIFAR100")
+
+
+needs_mnist = pytest.mark.skipif(not robustness.available("MNIST")[0], reason="MNIST not in data/")
+
+
+def tiny_profile() -> dict:
+    from robustode.profiles import load_profile
+
+    prof = load_profile("quick")
+    section = prof["robustness"]
+    section["common"].update(width=4, train_size=64, val_size=32, epochs=1, batch_size=32, steady_start_epoch=0)
+    section["evaluation"].update(noise_images=64, attack_images=8)
+    section["evaluation"]["strong"].update(images=4, steps=[2, 3], restarts=2)
+    section["evaluation"]["autoattack"].update(images=4, overrides={"apgd.n_iter": 2, "apgd_targeted.n_iter": 2,
+                                                                     "apgd_targeted.n_target_classes": 1})
+    section["evaluation"]["sanity"].update(images=4, solver_steps=[0.25])
+    section["defences"].update(randomise=["TisODE"], steps=2)
+    return prof
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))  # the real data, an isolated results folder
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    results_tmp = tmp_path
+    runs = robustness.run(tiny_profile(), ["TisODE"], "MNIST", "cpu", results_tmp / "r", progress=False)
+    metrics = runs[0]["metrics"]
+    assert metrics["history"]["epochs"][0]["iterations"] == 2
+    assert set(metrics["faithful"]["pgd"]) >= {"0.2", "0.3"} and "100.0" in metrics["noise"]
+    assert {c["check"] for c in metrics["checks"]} >= {"eps = 1 gives 0 %", "no gradient masking by the solver (faithful PGD-0.2)"}
+    assert "randomised" in metrics and metrics["field_profile"]["t"][-1] == 2.0
+    rows = robustness.table_one(results_tmp / "r", "MNIST", "quick", models=("TisODE",))
+    assert len(rows) == 5 and all("(n=1, quick)" in r["reproduced"] for r in rows)
+    assert robustness.defence_table(results_tmp / "r")[1]["model"] == "TisODE + input randomisation"
