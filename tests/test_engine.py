@@ -82,3 +82,34 @@ def test_graphs_are_refused_off_cuda():
     x, y = _data()
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         train_fast(_model(), x, y, TrainSpec(epochs=1), batch_size=8, device="cpu", graphs=True)
+
+
+def test_steady_state_term_is_the_same_on_the_loop_backend():
+    from robustode.models.robust import ConvField
+    from robustode.regularisers import steady_state_loss
+
+    torch.manual_seed(0)
+    field = ConvField(8, time_dependent=False)
+    z = torch.randn(2, 8, 5, 5)
+    plain = steady_state_loss(ODEBlock(field, method="euler", step_size=0.05), z)
+    loop = steady_state_loss(ODEBlock(field, method="euler", step_size=0.05, backend="loop"), z)
+    torch.testing.assert_close(plain, loop, rtol=1e-4, atol=1e-6)
+
+
+def test_engine_trains_tisode_like_the_plain_loop():
+    from robustode.models.robust import build
+    from robustode.noise import NoiseAugmentation
+    from robustode.regularisers import SteadyStateRegulariser
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(24, 1, 28, 28, generator=g), torch.randint(0, 10, (24,), generator=g)
+    spec = TrainSpec(epochs=2, weight_decay=5e-4, augment=NoiseAugmentation(),
+                     regulariser=SteadyStateRegulariser(start_epoch=1), seed=3)
+    torch.manual_seed(1)
+    plain = build("TisODE", width=8)
+    torch.manual_seed(1)
+    fast = build("TisODE", width=8)
+    train(plain, _plain_batches(x, y, 8, 3), spec, progress=False)
+    train_fast(fast, x, y, spec, batch_size=8, device="cpu", progress=False)
+    for a, b in zip(plain.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

@@ -36,15 +36,23 @@ class NoiseAugmentation:
             raise ValueError(f"sigmas must be a non-empty list of values >= 0, got {list(sigmas)}")
         self.p = p
         self.sigmas = tuple(float(s) for s in sigmas)
+        self._tables: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
         shape = (n,) + (1,) * (x.dim() - 1)
         add = torch.rand(n, generator=generator, device=x.device) < self.p
         choice = torch.randint(len(self.sigmas), (n,), generator=generator, device=x.device)
-        sigma = torch.tensor(self.sigmas, device=x.device, dtype=x.dtype)[choice] * add.to(x.dtype)
+        sigma = self._sigma_table(x.device, x.dtype)[choice] * add.to(x.dtype)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (x + noise * (sigma / 255.0).view(shape)).clamp_(0.0, 1.0)
+
+    def _sigma_table(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        # Made once per device: a host-to-device copy inside a CUDA-graph capture is illegal.
+        key = (str(device), dtype)
+        if key not in self._tables:
+            self._tables[key] = torch.tensor(self.sigmas, device=device, dtype=dtype)
+        return self._tables[key]
 
     def __repr__(self) -> str:
         return f"NoiseAugmentation(p={self.p}, sigmas={list(self.sigmas)})"

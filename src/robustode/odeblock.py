@@ -194,6 +194,11 @@ class ODEBlock(nn.Module):
         return self.func.field
 
     @property
+    def time_points(self) -> list[float]:
+        """The integration times as Python floats (reading the ``times`` buffer on a GPU would sync)."""
+        return list(self._time_points)
+
+    @property
     def nfe_backward(self) -> int:
         return self.func.nfe - self.nfe_forward
 

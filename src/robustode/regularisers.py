@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from robustode.odeblock import ODEBlock, solver_guard
+from robustode.odeblock import ODEBlock, loop_integrate, solver_guard
 
 T_START, T_END = 0.9, 1.5
 WEIGHT, START_EPOCH = 0.01, 5
@@ -49,6 +49,15 @@ def steady_state_loss(block: ODEBlock, z_start: torch.Tensor, t_start: float = T
     """
     if t_end <= t_start:
         raise ValueError(f"t_end must be after t_start, got [{t_start}, {t_end}]")
+    if block.backend == "loop":
+        # The engine's path: state and accumulator stacked into one tensor, stepped without host syncs.
+        def stacked(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            f = block.field(t, s[0])
+            return torch.stack([f, f.abs()])
+
+        states = loop_integrate(stacked, torch.stack([z_start, torch.zeros_like(z_start)]), [t_start, t_end],
+                                block.method, block.step_size)
+        return states[-1, 1].abs().mean()
     times = torch.tensor([t_start, t_end], dtype=z_start.dtype, device=z_start.device)
     with solver_guard():
         _, integral = odeint(_WithAbsIntegral(block.field), (z_start, torch.zeros_like(z_start)), times,
@@ -65,7 +74,7 @@ class SteadyState(nn.Module):
 
     def __init__(self, block: ODEBlock, t_start: float = T_START, t_end: float = T_END):
         super().__init__()
-        t0, t1 = float(block.times[0]), float(block.times[-1])
+        t0, t1 = block.time_points[0], block.time_points[-1]
         if not t0 < t_start < t1 or t_end <= t_start:
             raise ValueError(f"need {t0} < t_start < {t1} and t_end > t_start, got t_start={t_start}, t_end={t_end}")
         self.block = block
@@ -76,7 +85,7 @@ class SteadyState(nn.Module):
         if not self.training:
             self.z_start = None
             return self.block(h0)
-        times = torch.tensor([float(self.block.times[0]), self.t_start, float(self.block.times[-1])])
+        times = torch.tensor([self.block.time_points[0], self.t_start, self.block.time_points[-1]])
         states = self.block.trajectory(h0, times)
         self.z_start = states[1]
         return states[-1]
