@@ -185,3 +185,22 @@ def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_pa
     rows = robustness.table_one(results_tmp / "r", "MNIST", "quick", models=("TisODE",))
     assert len(rows) == 5 and all("(n=1, quick)" in r["reproduced"] for r in rows)
     assert robustness.defence_table(results_tmp / "r")[1]["model"] == "TisODE + input randomisation"
+
+
+def test_imgnet10_reads_its_ten_class_folders_and_names_what_is_missing(tmp_path):
+    from PIL import Image
+
+    from robustode.data.images import DataMissing
+    from robustode.data.imgnet10 import IMGNET10_CLASSES, load_imgnet10
+
+    with pytest.raises(DataMissing, match="train/n01440764"):
+        load_imgnet10(tmp_path, train=True)
+    for split in ("train", "val"):
+        for k, wnid in enumerate(sorted(IMGNET10_CLASSES)):
+            (tmp_path / split / wnid).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), (20 * k, i * 100, 0)).save(tmp_path / split / wnid / f"{i}.JPEG")
+    (tmp_path / "train" / "n99999999").mkdir()  # another ImageNet class: ignored
+    x, y = load_imgnet10(tmp_path, train=True, size=16, limit=1)
+    assert x.shape == (10, 3, 16, 16) and y.tolist() == list(range(10))
+    assert robustness.available("ImgNet10", str(tmp_path)) == (True, "")

@@ -65,8 +65,6 @@ def load_imgnet10(root: Path | str | None, train: bool, size: int = 64, limit: i
     """
     from torchvision import transforms
 
-    _TenClasses = _ten_classes_folder()
-
     missing = missing_folders(root)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
@@ -76,7 +74,7 @@ def load_imgnet10(root: Path | str | None, train: bool, size: int = 64, limit: i
             "imagenet_root; the ten WordNet ids are robustode.data.imgnet10.IMGNET10_CLASSES."
         )
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()])
-    ds = _TenClasses(str(Path(root) / ("train" if train else "val")), transform=tf)
+    ds = _ten_classes_folder()(str(Path(root) / ("train" if train else "val")), transform=tf)
     keep, per_class = [], {}
     for i, (_, label) in enumerate(ds.samples):
         per_class[label] = per_class.get(label, 0) + 1

@@ -125,7 +125,8 @@ def available(dataset: str, imagenet_root: str | None = None) -> tuple[bool, str
     check_choice("dataset", dataset, DATASETS)
     if dataset == "ImgNet10":
         missing = imgnet10.missing_folders(imagenet_root)
-        return (not missing, "" if not missing else f"data missing (ImageNet folders under imagenet_root={imagenet_root!r})")
+        where = f"under {imagenet_root}" if imagenet_root else "given: set ROBUSTODE_IMAGENET or imagenet_root"
+        return (not missing, "" if not missing else f"data missing (no ImageNet class folders {where})")
     ok = torchvision_available(dataset)
     return ok, "" if ok else f"data missing ({dataset} files not in the data folder)"
 
@@ -212,18 +213,29 @@ def _faithful(model: nn.Module, xa: torch.Tensor, ya: torch.Tensor, cfg: dict, k
     return out
 
 
+def strong_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, restarts: int, eot: int,
+               seed: int, batch_size: int) -> list[list[bool]]:
+    """:func:`robustode.attacks.pgd_strong` on chunks of ``batch_size`` images (chunk k seeded ``seed + k``);
+    per restart r, the per-image flags "robust against restarts 0..r"."""
+    chunks = [attacks.pgd_strong(model, x[i : i + batch_size], y[i : i + batch_size], eps, steps, restarts, eot=eot,
+                                 seed=seed + k)["robust_after_restart"]
+              for k, i in enumerate(range(0, len(x), batch_size))]
+    return [sum((c[r] for c in chunks), []) for r in range(restarts)]
+
+
 def _strong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: str, cfg: dict, seed: int, eot: int = 1,
             run_autoattack: bool = True) -> dict:
     strong = cfg["strong"]
     steps = sorted(strong["steps"])
-    main = attacks.pgd_strong(model, x, y, eps_value(eps), steps[-1], strong["restarts"], eot=eot, seed=seed)
-    robust = torch.tensor(main["robust_after_restart"][-1])
-    by_steps = {str(s): robust_accuracy(attacks.pgd_strong(model, x, y, eps_value(eps), s, 1, eot=eot, seed=seed)
-                                        ["robust_after_restart"][0]) for s in steps[:-1]}
-    by_steps[str(steps[-1])] = robust_accuracy(main["robust_after_restart"][0])
+    pgd = lambda n_steps, restarts: strong_pgd(model, x, y, eps_value(eps), n_steps, restarts, eot, seed,  # noqa: E731
+                                               cfg["eval_batch"])
+    main = pgd(steps[-1], strong["restarts"])
+    robust = torch.tensor(main[-1])
+    by_steps = {str(s): robust_accuracy(pgd(s, 1)[0]) for s in steps[:-1]}
+    by_steps[str(steps[-1])] = robust_accuracy(main[0])
     out = {"accuracy": robust_accuracy(robust), "images": len(x), "steps": steps[-1], "restarts": strong["restarts"],
            "eot": eot, "by_steps": by_steps,
-           "by_restarts": [robust_accuracy(r) for r in main["robust_after_restart"]]}
+           "by_restarts": [robust_accuracy(r) for r in main]}
     aa = cfg["autoattack"]
     if run_autoattack and aa["images"]:
         n = min(aa["images"], len(x))
@@ -247,8 +259,13 @@ def _solver_transfer(model: RobustNet, xa: torch.Tensor, ya: torch.Tensor, cfg: 
     judges = {s: with_step(model, s) for s in steps}
     table = {}
     for craft in steps:
-        result = attacks.pgd(judges[craft], x, y, eps, keep_iterates=True)
-        table[str(craft)] = {str(j): robust_accuracy(attacks.robust_under(m, result.iterates, y)) for j, m in judges.items()}
+        robust = {j: [] for j in steps}
+        for i in range(0, n, cfg["eval_batch"]):
+            xb, yb = x[i : i + cfg["eval_batch"]], y[i : i + cfg["eval_batch"]]
+            result = attacks.pgd(judges[craft], xb, yb, eps, keep_iterates=True)
+            for j, m in judges.items():
+                robust[j].append(attacks.robust_under(m, result.iterates, yb))
+        table[str(craft)] = {str(j): robust_accuracy(torch.cat(r)) for j, r in robust.items()}
     return {"attack": f"faithful PGD-{cfg['solver_eps']}", "images": n, "deployed_step": deployed,
             "steps": steps, "accuracy": table}
 
@@ -286,9 +303,9 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
                                  [v for _, k, v in table_one_rows(cfg["dataset"]) if k == "pgd"]}
         else:
             n = min(cfg["sanity"]["images"], len(xa))
-            strong_one = attacks.pgd_strong(model, xa[:n], ya[:n], 1.0, min(cfg["strong"]["steps"]), 1, seed=seed)
+            strong_one = strong_pgd(model, xa[:n], ya[:n], 1.0, min(cfg["strong"]["steps"]), 1, 1, seed, cfg["eval_batch"])
             faithful_one = batched_attack(lambda a, b: attacks.pgd(model, a, b, 1.0), xa[:n], ya[:n], cfg["eval_batch"])
-            metrics["sanity"] = {"eps_one": {"images": n, "strong": robust_accuracy(strong_one["robust_after_restart"][0]),
+            metrics["sanity"] = {"eps_one": {"images": n, "strong": robust_accuracy(strong_one[0]),
                                              "faithful": robust_accuracy(faithful_one)}}
             if model.ode_blocks():
                 metrics["sanity"]["solver_transfer"] = _solver_transfer(model, xa, ya, cfg)
@@ -543,6 +560,17 @@ def run_summary(results_dir: Path, dataset: str) -> list[dict]:
     return rows
 
 
+def steadiness_table(results_dir: Path, dataset: str) -> list[dict]:
+    """Mean |f(z(t))| at t = 0, T = 1 and 2T (seed 0): a steady state would bring it near 0 after T."""
+    rows = []
+    for name, prof in field_profiles(results_dir, dataset).items():
+        t = torch.tensor(prof["t"])
+        f0, f1, f2 = (prof["mean_abs_f"][int((t - when).abs().argmin())] for when in (0.0, 1.0, 2.0))
+        rows.append({"model": name, "mean |f| at t=0": f"{f0:.3f}", "at T=1": f"{f1:.3f}", "at 2T=2": f"{f2:.3f}",
+                     "ratio 2T / T": f"{f2 / f1:.2f}"})
+    return rows
+
+
 def field_profiles(results_dir: Path, dataset: str) -> dict[str, dict]:
     """Seed-0 profile of mean |f(z(t))| for every ODE model that has one."""
     return {r["params"]["model"]: r["metrics"]["field_profile"] for r in _runs(results_dir, dataset)
@@ -602,8 +630,8 @@ def findings(results_dir: Path, dataset: str = "MNIST", models: tuple[str, ...] 
         for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
             faithful = mean([100 * m["faithful"]["pgd"][eps] for m in mine])
             strong = mean([100 * m["strong"][eps]["accuracy"] for m in mine])
-            out.append(f"{name}, PGD-{eps}: faithful {faithful:.1f} %, strong {strong:.1f} % "
-                       f"(the faithful protocol overstates robustness by {faithful - strong:.1f} points).")
+            out.append(f"{name}, PGD-{eps}: faithful {faithful:.1f} % ({mine[0]['attack_images']} images), strong "
+                       f"{strong:.1f} % ({mine[0]['strong'][eps]['images']} images): a gap of {faithful - strong:+.1f} points.")
     failed = [f for f in failed_checks(results_dir, dataset) if f.split(" seed")[0] in present]
     out.append("Failed sanity checks: " + ("; ".join(failed) if failed else "none."))
     return out

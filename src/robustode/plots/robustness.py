@@ -50,6 +50,6 @@ def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[
     ax.axvspan(*window, color="#d62728", alpha=0.08, label="steady-state term window")
     ax.set_xlabel("t")
     ax.set_ylabel("mean |f(z(t))|")
-    ax.set_yscale("log")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     return fig
