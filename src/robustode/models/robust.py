@@ -42,8 +42,8 @@ TISODE_STEP = 0.05
 def norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with two channels per group: GroupNorm(32, 64) at the authors' width (their min(32, C)).
 
-    Narrower (quick-profile) models keep two channels per group; min(32, C) would turn GroupNorm into
-    a per-channel instance norm there, which wipes out what global average pooling passes on.
+    Narrower (quick-profile) models keep the authors' group *size* rather than their group count, so
+    GroupNorm does not degenerate into a per-channel instance norm at width 16 or less.
     """
     return nn.GroupNorm(max(1, channels // 2), channels)
 
