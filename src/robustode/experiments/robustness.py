@@ -594,7 +594,7 @@ def profile_banner(cfg: dict, profile: str) -> str:
         f"{aa['images'] or 'all test'} images"
     )
     if profile == "quick":
-        return ("**Quick profile — not the paper's setting.** A 64-channel TisODE trains at about 15 images per second on "
+        return ("**Quick profile — not the paper's setting.** The 64-channel models take far too long to train on "
                 f"two CPU cores, so quick runs use {text}. These models are small and under-trained: their numbers show the "
                 "pipeline and the protocols at work, not paper-scale values, and every verdict says *indicative*.")
     return f"**Full profile — Yan et al.'s protocol:** {text}."
