@@ -209,3 +209,19 @@ def summary(results_dir: Path, experiment: str) -> list[dict]:
             "NFE backward": fmt_mean_sd([e["nfe_backward"] for e in last], 1),
         })
     return rows
+
+
+def flip_summary(results_dir: Path) -> list[dict]:
+    """Per model on the flip: the learned g(-1), g(+1), the final loss and the gap g(+1) - g(-1)."""
+    runs = load_results(results_dir, "topology-flip")
+    rows = []
+    for name in dict.fromkeys(r["params"]["model"] for r in runs):
+        mine = [r["metrics"] for r in runs if r["params"]["model"] == name]
+        rows.append({
+            "model": name,
+            "g(-1) (target +1)": fmt_mean_sd([m["g_minus1"] for m in mine], 3),
+            "g(+1) (target -1)": fmt_mean_sd([m["g_plus1"] for m in mine], 3),
+            "final loss": fmt_mean_sd([m["final"]["loss"] for m in mine], 4),
+            "g(+1) - g(-1)": fmt_mean_sd([m["g_plus1"] - m["g_minus1"] for m in mine], 4),
+        })
+    return rows
