@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup book book-full test test-fast lint reproduce-full clean
+.PHONY: setup data book book-full test test-fast lint reproduce-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-book: $(STAMP)          ## run every notebook on the quick profile and render _build/html
+data: $(STAMP)          ## fetch MNIST and Fashion-MNIST into data/ with torchvision if missing (needs the internet)
+	$(BIN)/python -m robustode data --fetch MNIST FashionMNIST
+
+book: $(STAMP) data     ## run every notebook on the quick profile and render _build/html
 	$(BIN)/python -m robustode book --profile quick
 
 book-full: $(STAMP)     ## render committed full-profile executed notebooks (quick where none)
 	$(BIN)/python -m robustode book --profile full --no-run
 
-test: $(STAMP) lint     ## unit tests, then every notebook under nbval
+test: $(STAMP) lint data  ## unit tests, then every notebook under nbval
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -34,3 +34,17 @@ def test_module_entry_point_shows_help():
     out = subprocess.run([sys.executable, "-m", "robustode", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "reproduce" in out.stdout and "params" in out.stdout
+
+
+def test_data_command_reports_missing_sets_and_survives_a_failed_fetch(tmp_path, monkeypatch, capsys):
+    import robustode.data.images as images
+
+    def offline(name, train, root=None, download=False):
+        raise images.DataMissing(f"{name} is not in {tmp_path}")
+
+    monkeypatch.setenv("ROBUSTODE_DATA", str(tmp_path))
+    monkeypatch.setattr(images, "load_tensors", offline)
+    assert main(["data", "--fetch", "SVHN"]) == 0
+    assert "SVHN" in capsys.readouterr().out
+    assert main(["data", "--fetch", "--strict", "SVHN"]) == 1
+    assert main(["data", "Imagenet21k"]) == 2

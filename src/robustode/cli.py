@@ -1,4 +1,4 @@
-"""Command line: ``python -m robustode {reproduce,book,report,params}``."""
+"""Command line: ``python -m robustode {reproduce,book,report,data,params}``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from robustode.data.images import IMAGE_SETS, DataMissing, check_dataset, fetch, missing_files
+    from robustode.paths import data_dir
+
+    names = args.names or list(IMAGE_SETS)
+    for name in names:
+        check_dataset(name)
+    failed = []
+    for name in names:
+        if args.fetch:
+            try:
+                fetch(name)
+            except DataMissing as err:
+                failed.append(name)
+                print(f"could not fetch {name}: {err}", file=sys.stderr)
+        missing = missing_files(name)
+        print(f"{name:<14} {'available' if not missing else 'missing: ' + ', '.join(missing)}")
+    print(f"data folder: {data_dir()}  (set ROBUSTODE_DATA to use another)")
+    if failed:
+        print("rows that need the missing data sets will say 'not run: data missing'", file=sys.stderr)
+    return 1 if failed and args.strict else 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="robustode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -80,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--profile", choices=PROFILES, default="full")
     report.add_argument("--format", choices=("markdown", "json"), default="markdown")
     report.set_defaults(func=_report)
+
+    data = sub.add_parser("data", help="which data sets are on disk; --fetch downloads missing ones (torchvision)")
+    data.add_argument("names", nargs="*", help="data sets (default: all)")
+    data.add_argument("--fetch", action="store_true", help="download missing data sets with torchvision")
+    data.add_argument("--strict", action="store_true", help="exit 1 if a data set could not be fetched")
+    data.set_defaults(func=_data)
 
     params = sub.add_parser("params", help="print the parameter count of named models")
     params.add_argument("models", nargs="*", help="model names (default: all registered)")

@@ -129,3 +129,11 @@ def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
             yield x[idx], y[idx]
 
     return batches
+
+
+def fetch(name: str, root: Path | None = None) -> None:
+    """Download a data set with torchvision (both splits) unless it is already on disk."""
+    if is_available(name, root):
+        return
+    for train in (True, False):
+        load_tensors(name, train, root, download=True)
