@@ -262,10 +262,12 @@ def inference_timings(model: nn.Module, x: torch.Tensor, cfg: dict, device: torc
 
 def table3(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
     """Train every configured (model, dataset) pair for each seed; datasets not on disk are skipped (and
-    reported by :func:`table3_rows` as "not run: data missing")."""
+    reported by the summaries as "not run: data missing"). The experiment's folder is created even when
+    nothing can run: it marks that this profile's Table III was attempted here."""
     cfg = config(profile)
     dev = resolve_device(device)
     planned = [(name, dataset, repetitions) for name, dataset, repetitions in _runs(cfg) if is_available(dataset)]
+    (Path(results_dir) / "attention-table3").mkdir(parents=True, exist_ok=True)
     prune_unplanned(results_dir, "attention-table3",
                     {f"{name}-{dataset}-seed{seed}" for name, dataset, reps in planned for seed in range(reps)})
     runs = []
@@ -332,14 +334,19 @@ def first_call(profile: str | dict, device: str = "auto", results_dir: Path | No
     return runs
 
 
-def precision_nfe(profile: str | dict, results_dir: Path | None = None) -> dict:
+def precision_nfe(profile: str | dict, results_dir: Path | None = None) -> dict | None:
     """Solver cost of mixed precision: NFE of one ODE Attention forward pass per tolerance, float32 against
     bfloat16 autocast (on the CPU, so that it runs anywhere), on MNIST test images with fresh weights.
 
     A half-precision field is only accurate to about 1e-3 relative; an adaptive solver asked for a tighter
     tolerance sees that rounding noise as local error and keeps shrinking its steps.
+    Without MNIST on disk nothing runs (a stored result is removed) and None is returned;
+    :func:`precision_rows` then says "not run: data missing".
     """
     cfg = config(profile)
+    if not is_available("MNIST"):
+        prune_unplanned(results_dir, "attention-precision", set())
+        return None
     check = cfg["precision_check"]
     params = {**check, "dataset": "MNIST", "times": cfg["times"], "method": cfg["method"]}
 
@@ -519,7 +526,9 @@ def room_rows(results_dir: Path) -> list[dict]:
 def precision_rows(results_dir: Path) -> list[dict]:
     found = load_results(results_dir, "attention-precision")
     if not found:
-        return []
+        if is_available("MNIST"):
+            return []
+        return [{"tolerance (rtol = atol)": "—", "precision": "—", "NFE / forward pass": f"not run: {_missing_reason('MNIST')}"}]
     return [{"tolerance (rtol = atol)": f"{r['tol']:g}", "precision": r["precision"],
              "NFE / forward pass": r["nfe_forward"] if r["failure"] is None else f"failed: {r['failure']}"}
             for r in found[0]["metrics"]["rows"]]
@@ -530,7 +539,17 @@ def _by(runs: list[dict], name: str, dataset: str) -> list[dict]:
 
 
 def _missing_reason(dataset: str) -> str:
-    return "data missing" if not is_available(dataset) else "not in this profile"
+    return f"data missing ({dataset} not in the data folder)" if not is_available(dataset) else "not in this profile"
+
+
+def _not_run_rows(results_dir: Path, columns: tuple[str, ...], reason_column: str, **fixed) -> list[dict]:
+    """Rows for a summary that found no runs at all: one per dataset whose data are missing, saying so, when this
+    profile's Table III was attempted here (its folder exists; a profile never run, e.g. uncommitted full
+    results, stays empty). Summaries that found runs are left as they are."""
+    if not (Path(results_dir) / "attention-table3").is_dir():
+        return []
+    return [{**dict.fromkeys(columns, "—"), **fixed, "dataset": d, reason_column: f"not run: {_missing_reason(d)}"}
+            for d in DATASETS if not is_available(d)]
 
 
 def table3_rows(results_dir: Path, profile: str) -> list[dict]:
@@ -571,7 +590,9 @@ def accuracy_rows(results_dir: Path) -> list[dict]:
                 "recall - accuracy": f"{max(abs(m['recall'] - m['accuracy']) for m in mine):.1e}",
                 "best epoch (val)": ", ".join(str(m["history"]["best_epoch"]) for m in mine),
             })
-    return rows
+    return rows or _not_run_rows(results_dir, ("model", "dataset", "parameters", "test accuracy", "weighted F1", "macro F1",
+                                               "test loss", "recall - accuracy", "best epoch (val)"), "test accuracy",
+                                 model="all models")
 
 
 def per_class_rows(results_dir: Path, dataset: str, models=("ClassicAttention", "ODEAttention")) -> list[dict]:
@@ -579,7 +600,10 @@ def per_class_rows(results_dir: Path, dataset: str, models=("ClassicAttention", 
     runs = load_results(results_dir, "attention-table3")
     found = {name: _by(runs, name, dataset) for name in models}
     if not all(found.values()):
-        return []
+        if runs or is_available(dataset) or not (Path(results_dir) / "attention-table3").is_dir():
+            return []
+        return [{"class": "all", "support": "—", **{f"{name} {short}": "—" for name in models for short in ("P", "R", "F1")},
+                 f"{models[0]} P": f"not run: {_missing_reason(dataset)}"}]
     rows = []
     for c in range(CLASSES[dataset]):
         row = {"class": c, "support": int(found[models[0]][0]["per_class"][str(c)]["support"])}
@@ -607,7 +631,10 @@ def attention_rows(results_dir: Path) -> list[dict]:
                 "images with a weight > 0.5": fmt_mean_sd([a["share_max_above_half"] for a in mine], 3),
                 "same top row across images": fmt_mean_sd([a["argmax_mode_share"] for a in mine], 3),
             })
-    return rows
+    return rows or _not_run_rows(results_dir, ("model", "dataset", "rows (L)", "normalised entropy (0 = one row, 1 = uniform)",
+                                               "effective rows exp(H)", "largest weight", "images with a weight > 0.5",
+                                               "same top row across images"), "normalised entropy (0 = one row, 1 = uniform)",
+                                 model="all models")
 
 
 def _timed(results_dir: Path) -> list[dict]:
@@ -629,7 +656,8 @@ def timing_rows(results_dir: Path) -> list[dict]:
                 "NFE / pass": f"{t['nfe_forward']:.0f}",
                 "printed s": printed[PAPER_NAMES[name]][dataset][5] if name in PAPER_NAMES else "—",
             })
-    return rows
+    return rows or _not_run_rows(results_dir, ("model", "dataset", "device", "batch", "median ms / pass", "IQR ms", "images / s",
+                                               "NFE / pass", "printed s"), "median ms / pass", model="all models")
 
 
 def timing_ratio_rows(results_dir: Path) -> list[dict]:
@@ -646,7 +674,8 @@ def timing_ratio_rows(results_dir: Path) -> list[dict]:
                          "Classic / ODE time, printed": f"{ratio_printed:.1f}",
                          "Classic / ODE time, measured": f"{c['median_s'] / o['median_s']:.3g}",
                          "ODE NFE / pass": f"{o['nfe_forward']:.0f}"})
-    return rows
+    return rows or _not_run_rows(results_dir, ("dataset", "device", "batch", "Classic / ODE time, printed",
+                                               "Classic / ODE time, measured", "ODE NFE / pass"), "Classic / ODE time, measured")
 
 
 def first_call_rows(results_dir: Path) -> list[dict]:
@@ -663,7 +692,8 @@ def first_call_rows(results_dir: Path) -> list[dict]:
 
 
 def printed_table_checks(results_dir: Path) -> dict:
-    """Numbers behind the flags raised against the printed Table III, from our runs."""
+    """Numbers behind the flags raised against the printed Table III, from our runs; the ``*_text`` entries are
+    ready to print and say "not run: data missing (...)" where our runs are missing for that reason."""
     printed = reference_values()["table_3_ode_attention"]
     runs = load_results(results_dir, "attention-table3")
     acc = {(n, d): mean_sd([m["accuracy"] for m in _by(runs, n, d)]) for n in MODELS for d in DATASETS}
@@ -675,15 +705,27 @@ def printed_table_checks(results_dir: Path) -> dict:
             "ours_mnist_minus_fashion": acc[(name, "MNIST")][0] - acc[(name, "FashionMNIST")][0],
             "printed_recall_equals_accuracy": all(abs(v[3] - v[1]) < 1e-9 for v in p.values()),
         }
+        diff = out[name]["ours_mnist_minus_fashion"]
+        out[name]["ours_mnist_minus_fashion_text"] = (f"{diff:+.4f}" if not math.isnan(diff)
+                                                      else _not_run_text(("MNIST", "FashionMNIST")))
     out["mnist_accuracy"] = {n: acc[(n, "MNIST")][0] for n in MODELS if acc[(n, "MNIST")][2]}
+    out["mnist_accuracy_text"] = str({k: round(v, 4) for k, v in out["mnist_accuracy"].items()}) if out["mnist_accuracy"] \
+        else _not_run_text(("MNIST",))
     return out
+
+
+def _not_run_text(datasets: tuple[str, ...]) -> str:
+    """Why a number from our runs is absent: data missing for some of ``datasets``, else not run."""
+    missing = [d for d in datasets if not is_available(d)]
+    return f"not run: data missing ({', '.join(missing)} not in the data folder)" if missing else "not run"
 
 
 def findings(results_dir: Path) -> dict[str, list[str]]:
     """Plain-language statements computed from the results files, by topic (``timing``, ``start-up``,
     ``positions``, ``attention``), so that the chapter's prose cannot drift from its numbers."""
     out: dict[str, list[str]] = {"timing": [], "start-up": [], "positions": [], "attention": []}
-    ratios = [float(r["Classic / ODE time, measured"]) for r in timing_ratio_rows(results_dir)]
+    ratios = [float(r["Classic / ODE time, measured"]) for r in timing_ratio_rows(results_dir)
+              if not r["Classic / ODE time, measured"].startswith("not run")]
     if ratios:
         verdict = "slower" if all(r < 1 for r in ratios) else ("faster" if all(r > 1 for r in ratios) else "mixed")
         out["timing"].append(
@@ -724,6 +766,10 @@ def findings(results_dir: Path) -> dict[str, list[str]]:
                 f"{dataset}: largest weight Classic {pair[0]['largest weight']} vs ODE {pair[1]['largest weight']}; "
                 f"effective rows Classic {pair[0]['effective rows exp(H)']} vs ODE {pair[1]['effective rows exp(H)']} "
                 f"of {pair[0]['rows (L)']}; images with one row above 0.5: Classic {pair[0]['images with a weight > 0.5']}.")
+    for topic, needs in (("positions", ("MNIST", "FashionMNIST")), ("attention", DATASETS)):
+        if not out[topic] and any(not is_available(d) for d in needs):
+            text = _not_run_text(needs)
+            out[topic].append(text[0].upper() + text[1:] + ".")
     return out
 
 
