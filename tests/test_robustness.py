@@ -204,3 +204,29 @@ def test_imgnet10_reads_its_ten_class_folders_and_names_what_is_missing(tmp_path
     x, y = load_imgnet10(tmp_path, train=True, size=16, limit=1)
     assert x.shape == (10, 3, 16, 16) and y.tolist() == list(range(10))
     assert robustness.available("ImgNet10", str(tmp_path)) == (True, "")
+
+
+def test_without_data_runs_are_skipped_and_every_table_says_not_run_data_missing(monkeypatch, tmp_path, capsys):
+    from robustode.plots import robustness as figs
+
+    monkeypatch.setenv("ROBUSTODE_DATA", str(tmp_path / "empty"))
+    out = tmp_path / "results"
+    assert robustness.run("quick", ["CNN", "ODENet"], "MNIST", "cpu", out, progress=False) == []
+    assert not out.exists()
+    tables = {
+        "table I": robustness.table_one(out, "MNIST", "quick"),
+        "strong": robustness.strong_table(out, "MNIST"),
+        "sanity": robustness.sanity_table(out, "MNIST"),
+        "solver": robustness.solver_transfer_table(out, "MNIST"),
+        "summary": robustness.run_summary(out, "MNIST"),
+        "steadiness": robustness.steadiness_table(out, "MNIST"),
+        "defences": robustness.defence_table(out, "MNIST"),
+    }
+    for name, rows in tables.items():
+        assert rows, name
+        assert all(r.get("verdict", r.get("result", "")).startswith("not run: data missing (MNIST") for r in rows), name
+    assert all(r["ours (quick)"].startswith("not run: data missing") for r in robustness.authors_spread(out, "quick"))
+    assert robustness.findings(out, "MNIST")[0].startswith("MNIST: not run: data missing")
+    assert figs.accuracy_curves(robustness.curves(out, "MNIST"), "MNIST") is None
+    assert figs.field_profiles(robustness.field_profiles(out, "MNIST")) is None
+    assert capsys.readouterr().out.count("Figure not drawn") == 2

@@ -57,6 +57,7 @@ from robustode.training import TrainSpec, train
 DATASETS = ("MNIST", "SVHN", "ImgNet10")
 MODELS = (*ARCHITECTURES, *(f"{a}+denoise" for a in ARCHITECTURES))
 TABLE_MODELS = ("CNN", "ODENet", "TisODE")
+CHAPTER_MODELS = (*TABLE_MODELS, "TisODE+denoise")  # what chapters 2-3 train; their "not run" rows when data are missing
 
 
 # ----------------------------------------------------------------------------------- configuration
@@ -129,6 +130,12 @@ def available(dataset: str, imagenet_root: str | None = None) -> tuple[bool, str
         return (not missing, "" if not missing else f"data missing (no ImageNet class folders {where})")
     ok = torchvision_available(dataset)
     return ok, "" if ok else f"data missing ({dataset} files not in the data folder)"
+
+
+def missing_reason(dataset: str, imagenet_root: str | None = None) -> str:
+    """``""`` when the dataset is on disk, else why not ("data missing (...)"), for "not run" rows."""
+    ok, why = available(dataset, imagenet_root)
+    return "" if ok else why
 
 
 def load_data(cfg: dict, device: torch.device, imagenet_root: str | None = None) -> dict:
@@ -359,12 +366,16 @@ def run(
     results_dir: Path | None = None, imagenet_root: str | None = None, progress: bool = True, resume: bool | None = None,
 ) -> list[dict]:
     """Train and evaluate every model x seed; one results file per run. ``resume=True`` reuses stored runs
-    with identical parameters (chapter 3 reuses chapter 2's CNN and ODENet this way)."""
+    with identical parameters (chapter 3 reuses chapter 2's CNN and ODENet this way).
+
+    Returns ``[]`` without running anything when the dataset is not on disk (the tables then say
+    "not run: data missing").
+    """
     cfg = config(profile, dataset)
     for name in models:
         check_choice("model", name, MODELS)
     if not available(dataset, imagenet_root)[0]:
-        load_data(cfg, torch.device("cpu"), imagenet_root)  # raises DataMissing naming the files
+        return []
     dev = resolve_device(device)
     out = Path(results_dir) if results_dir else default_results_dir(profile_name(profile))
     resume = cfg["resume"] if resume is None else resume
@@ -403,6 +414,12 @@ def _by_model(runs: list[dict], name: str) -> list[dict]:
     return [r["metrics"] for r in runs if r["params"]["model"] == name]
 
 
+def _not_run_rows(runs: list[dict], dataset: str, models: tuple[str, ...], **keys: str) -> list[dict]:
+    """One "not run: data missing (...)" row per model when nothing is stored and the data are missing, else []."""
+    why = "" if runs else missing_reason(dataset)
+    return [{**keys, "model": name, "result": f"not run: {why}"} for name in models] if why else []
+
+
 def table_value(metrics: dict, kind: str, value: str) -> float:
     """The Table I quantity of one run, in percent."""
     if kind == "gaussian":
@@ -410,9 +427,15 @@ def table_value(metrics: dict, kind: str, value: str) -> float:
     return 100 * metrics["faithful"][kind][value]
 
 
-def table_one(results_dir: Path, dataset: str, profile: str, available_reason: str = "",
+def table_one(results_dir: Path, dataset: str, profile: str, available_reason: str | None = None,
               models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
-    """Table I rows for a dataset: printed value, reproduced mean +- sd, difference, verdict."""
+    """Table I rows for a dataset: printed value, reproduced mean +- sd, difference, verdict.
+
+    Rows without stored runs say why (``available_reason``; by default "data missing (...)" when the
+    dataset is not on disk, worked out here; pass ``""`` for a plain "not run").
+    """
+    if available_reason is None:
+        available_reason = missing_reason(dataset)
     printed = reference_values()["table_1_robustness"][dataset]
     runs = _runs(results_dir, dataset)
     rows = []
@@ -433,6 +456,7 @@ def strong_table(results_dir: Path, dataset: str, models: tuple[str, ...] = TABL
     for _, kind, eps in table_one_rows(dataset):
         if kind != "pgd":
             continue
+        rows += _not_run_rows(runs, dataset, models, eps=eps)
         for name in models:
             mine = _by_model(runs, name)
             if not mine:
@@ -453,8 +477,9 @@ def strong_table(results_dir: Path, dataset: str, models: tuple[str, ...] = TABL
 
 def sanity_table(results_dir: Path, dataset: str) -> list[dict]:
     """Every stored check of every run; a failed check is shown in red (:func:`robustode.tables.flag`)."""
-    rows = []
-    for r in _runs(results_dir, dataset):
+    runs = _runs(results_dir, dataset)
+    rows = _not_run_rows(runs, dataset, CHAPTER_MODELS)
+    for r in runs:
         for c in r["metrics"]["checks"]:
             rows.append({"model": r["params"]["model"], "seed": r["seed"], "check": c["check"],
                          "result": flag(c["ok"], ("passed: " if c["ok"] else "") + c["detail"])})
@@ -468,8 +493,9 @@ def failed_checks(results_dir: Path, dataset: str) -> list[str]:
 
 def solver_transfer_table(results_dir: Path, dataset: str) -> list[dict]:
     """Accuracy (%) of faithful PGD crafted through one Euler step size (rows) and judged with another."""
-    rows = []
-    for r in _runs(results_dir, dataset):
+    runs = _runs(results_dir, dataset)
+    rows = _not_run_rows(runs, dataset, tuple(m for m in CHAPTER_MODELS if m != "CNN"))
+    for r in runs:
         st = r["metrics"].get("sanity", {}).get("solver_transfer")
         if not st or r["seed"] != 0:
             continue
@@ -484,6 +510,7 @@ def authors_spread(results_dir: Path, profile: str) -> list[dict]:
     """The authors' own three FGSM runs per MNIST model (their log) beside ours: run-to-run spread."""
     authors = reference_values()["authors_mnist_fgsm_runs"]
     runs = _runs(results_dir, "MNIST")
+    not_run = "not run" + (f": {why}" if (why := missing_reason("MNIST")) else "")
     rows = []
     for key, per_model in authors.items():
         eps = key.removeprefix("fgsm_")
@@ -494,14 +521,14 @@ def authors_spread(results_dir: Path, profile: str) -> list[dict]:
             rows.append({"attack": f"FGSM-{eps}", "model": name, "authors' runs": ", ".join(f"{v:.1f}" for v in values),
                          "authors' mean ± sd": f"{mean:.1f} ± {sd:.1f}", "printed in Table I": f"{printed[0]:.1f} ± {printed[1]:.1f}",
                          "range": f"{max(values) - min(values):.1f}",
-                         f"ours ({profile})": ", ".join(f"{v:.1f}" for v in ours) or "not run"})
+                         f"ours ({profile})": ", ".join(f"{v:.1f}" for v in ours) or not_run})
     return rows
 
 
 def defence_table(results_dir: Path, dataset: str = "MNIST") -> list[dict]:
     """Sec. 5.3: each model alone, with feature denoising, with input randomisation, with both (%, mean +- sd)."""
     runs = _runs(results_dir, dataset)
-    rows = []
+    rows = _not_run_rows(runs, dataset, CHAPTER_MODELS)
     for name in MODELS:
         mine = _by_model(runs, name)
         if not mine:
@@ -547,8 +574,9 @@ def curves(results_dir: Path, dataset: str, models: tuple[str, ...] = TABLE_MODE
 
 def run_summary(results_dir: Path, dataset: str) -> list[dict]:
     """Per run: parameters, epochs, best epoch, validation accuracy, clean test accuracy, wall time."""
-    rows = []
-    for r in _runs(results_dir, dataset):
+    runs = _runs(results_dir, dataset)
+    rows = _not_run_rows(runs, dataset, CHAPTER_MODELS)
+    for r in runs:
         m, p = r["metrics"], r["params"]
         epochs = m["history"]["epochs"]
         best = m["history"]["best_epoch"]
@@ -562,7 +590,7 @@ def run_summary(results_dir: Path, dataset: str) -> list[dict]:
 
 def steadiness_table(results_dir: Path, dataset: str) -> list[dict]:
     """Mean |f(z(t))| at t = 0, T = 1 and 2T (seed 0): a steady state would bring it near 0 after T."""
-    rows = []
+    rows = _not_run_rows(_runs(results_dir, dataset), dataset, tuple(m for m in CHAPTER_MODELS if m != "CNN"))
     for name, prof in field_profiles(results_dir, dataset).items():
         t = torch.tensor(prof["t"])
         f0, f1, f2 = (prof["mean_abs_f"][int((t - when).abs().argmin())] for when in (0.0, 1.0, 2.0))
@@ -613,6 +641,8 @@ def table_one_all(results_dir: Path, profile: str, imagenet_root: str | None = N
 def findings(results_dir: Path, dataset: str = "MNIST", models: tuple[str, ...] = TABLE_MODELS) -> list[str]:
     """Sentences that compare the stored runs (mean over seeds, percentage points); nothing is typed by hand."""
     runs = _runs(results_dir, dataset)
+    if not runs and (why := missing_reason(dataset)):
+        return [f"{dataset}: not run: {why}."]
     present = [m for m in models if _by_model(runs, m)]
     out = []
     mean = lambda vals: mean_sd(vals)[0]  # noqa: E731

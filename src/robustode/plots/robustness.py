@@ -10,6 +10,20 @@ MODEL_COLOURS = {"CNN": "#7f7f7f", "ODENet": "#1f77b4", "TisODE": "#d62728",
                  "CNN+denoise": "#bcbd22", "ODENet+denoise": "#17becf", "TisODE+denoise": "#ff7f0e"}
 
 
+def _skipped(what: str) -> None:
+    """Say in one italic line that a figure was left out because there is nothing to draw."""
+    text = f"*Figure not drawn: no stored runs ({what}).*"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(text))
+    else:  # outside Jupyter
+        print(text)
+
+
 def _line(ax, points: dict[float, tuple[float, float]], label: str, style: str = "-o") -> None:
     xs = sorted(points)
     mean = np.array([points[x][0] for x in xs])
@@ -23,7 +37,11 @@ def accuracy_curves(curves: dict[str, dict], title: str = ""):
     """Three panels: accuracy vs sigma (Gaussian noise), vs eps for faithful FGSM, vs eps for faithful PGD.
 
     ``curves`` comes from :func:`robustode.experiments.robustness.curves` (mean and sd over seeds, %).
+    With no curves (e.g. the data set is missing) nothing is drawn: one italic line says so, and None is returned.
     """
+    if not curves:
+        _skipped(title or "accuracy curves")
+        return None
     fig, axes = new_figure(3, width=4.0, height=3.2)
     panels = (("noise", "Gaussian noise σ (0-255 scale)"), ("fgsm", "FGSM ε (faithful protocol)"),
               ("pgd", "PGD ε (faithful protocol)"))
@@ -42,7 +60,13 @@ def accuracy_curves(curves: dict[str, dict], title: str = ""):
 
 
 def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[float, float] = (0.9, 1.5)):
-    """Mean |f(z(t))| along trajectories for each ODE model: does the state settle after T?"""
+    """Mean |f(z(t))| along trajectories for each ODE model: does the state settle after T?
+
+    With no profiles (e.g. the data set is missing) nothing is drawn: one italic line says so, and None is returned.
+    """
+    if not profiles:
+        _skipped("field profiles")
+        return None
     fig, ax = new_figure(width=5.0)
     for name, prof in profiles.items():
         ax.plot(prof["t"], prof["mean_abs_f"], "-o", ms=3, label=name, color=MODEL_COLOURS.get(name))
