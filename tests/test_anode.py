@@ -7,8 +7,10 @@ from robustode.cli import main
 from robustode.experiments import anode
 from robustode.models import build_model, count_parameters
 from robustode.models.conv_anode import TABLE_1_MODELS, ConvDynamics, ConvODENet
+from robustode.plots import anode as anode_figures
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
+from robustode.tables import markdown_table
 
 
 @pytest.fixture(autouse=True)
@@ -146,8 +148,24 @@ def test_missing_data_runs_nothing_and_table_1_says_why(results_tmp, monkeypatch
     out = results_tmp / "results" / "quick"
     assert anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
     rows = anode.table_1(out, "quick", ["MNIST"], {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}})
-    assert {r["verdict"] for r in rows} == {"not run: data missing"}
+    assert {r["verdict"] for r in rows} == {"not run: data missing (MNIST files not in the data folder)"}
     assert rows[0]["printed"] == "96.4 ± 0.5" and rows[1]["printed"] == "98.2 ± 0.1"
+
+
+def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raising(results_tmp, monkeypatch, tmp_path):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("ROBUSTODE_DATA", str(empty))
+    out = results_tmp / "results" / "quick"
+    assert anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
+    for summary in (anode.sweep_summary, anode.solver_check_summary, anode.gradient_check_summary):
+        rows = summary(out, "MNIST")
+        assert [r["result"] for r in rows] == ["not run: data missing (MNIST files not in the data folder)"]
+        assert "not run: data missing (MNIST" in markdown_table([{"model": "NODE", "images": 4}, *rows])
+    assert [r["result"] for r in anode.failure_summary([], "MNIST")] == ["not run: data missing (MNIST files not in the data folder)"]
+    assert anode.failure_summary([]) == []
+    assert anode_figures.sweep([], "MNIST, profile quick") is None
+    assert anode_figures.instability([], "NODE on MNIST") is None
 
 
 def test_the_solver_check_error_shrinks_as_the_trained_tolerance_tightens():

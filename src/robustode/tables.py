@@ -8,7 +8,8 @@ from collections.abc import Sequence
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "*(no rows)*"
-    columns = list(columns or rows[0].keys())
+    # Every key in order of first appearance: a "not run" row may bring a column the others lack.
+    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |")

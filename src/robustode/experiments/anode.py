@@ -38,7 +38,7 @@ from robustode.results import fmt_mean_sd, load_results, mean_sd
 from robustode.seeding import seed_everything
 from robustode.training import TrainSpec, train
 
-DATA_MISSING = "data missing"
+DATA_MISSING = "data missing ({} files not in the data folder)"
 TABLE_1_ROLES = ("NODE", "ANODE")
 
 
@@ -78,6 +78,17 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
 
 def experiment_name(dataset: str) -> str:
     return f"anode-{dataset}"
+
+
+def missing_reason(dataset: str) -> str | None:
+    """Why ``dataset``'s runs cannot be made here ("data missing (...)"), or None when it is on disk."""
+    return None if is_available(dataset) else DATA_MISSING.format(dataset)
+
+
+def _not_run_rows(runs: list[dict], dataset: str, **keys: str) -> list[dict]:
+    """One "not run: data missing (...)" row when nothing is stored and the data set is missing, else []."""
+    why = None if runs else missing_reason(dataset)
+    return [{**keys, "result": f"not run: {why}"}] if why else []
 
 
 # --- models and data -------------------------------------------------------------------------------
@@ -325,9 +336,13 @@ def _final_means(iterations: list[dict], key: str) -> list[float]:
 
 
 def sweep_summary(results_dir: Path, dataset: str) -> list[dict]:
-    """Per variant: parameters, runs, failures, final loss / NFE (mean of the last 10 % of iterations), test accuracy."""
-    rows = []
-    for name, runs in _by_model(load_results(results_dir, experiment_name(dataset))).items():
+    """Per variant: parameters, runs, failures, final loss / NFE (mean of the last 10 % of iterations), test accuracy.
+
+    Nothing stored and the data set missing: one "not run: data missing (...)" row.
+    """
+    stored = load_results(results_dir, experiment_name(dataset))
+    rows = _not_run_rows(stored, dataset, model="all variants")
+    for name, runs in _by_model(stored).items():
         its = [r["metrics"]["history"]["iterations"] for r in runs]
         ok = [r for r in runs if not r["metrics"]["failure"]]
         rows.append({
@@ -358,7 +373,7 @@ def table_1(results_dir: Path, profile: str, datasets: list[str], pairs: dict[st
             variant = pairs[dataset][role]
             mine = [r for r in runs.get(variant, []) if not r["metrics"]["failure"]]
             accuracies = [100 * r["metrics"]["test"]["accuracy"] for r in mine if r["metrics"]["test"]["accuracy"] is not None]
-            reason = DATA_MISSING if not is_available(dataset) else None
+            reason = missing_reason(dataset)
             value, pm = printed[dataset][role]
             row = compare(f"{dataset} {role} ({variant})", value, pm, accuracies, profile, digits=1, not_run_reason=reason)
             row["failed runs"] = sum(1 for r in runs.get(variant, []) if r["metrics"]["failure"])
@@ -377,8 +392,11 @@ def _solver_checks(results_dir: Path, dataset: str) -> dict[str, list[dict]]:
 
 
 def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
-    """Per variant: trained-tolerance vs reference solve of the trained models (mean +- sd over runs)."""
-    rows = []
+    """Per variant: trained-tolerance vs reference solve of the trained models (mean +- sd over runs).
+
+    Nothing stored and the data set missing: one "not run: data missing (...)" row.
+    """
+    rows = _not_run_rows(load_results(results_dir, experiment_name(dataset)), dataset, model="all variants")
     for name, checks in _solver_checks(results_dir, dataset).items():
         rows.append({
             "model": name,
@@ -397,8 +415,11 @@ def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
 
 
 def gradient_check_summary(results_dir: Path, dataset: str) -> list[dict]:
-    """Per variant: the adjoint gradient against backpropagation through the same forward solve."""
-    return [{
+    """Per variant: the adjoint gradient against backpropagation through the same forward solve.
+
+    Nothing stored and the data set missing: one "not run: data missing (...)" row.
+    """
+    return _not_run_rows(load_results(results_dir, experiment_name(dataset)), dataset, model="all variants") + [{
         "model": name,
         "images": checks[0]["images"],
         "backward NFE (adjoint)": fmt_mean_sd([c["nfe_backward_adjoint"] for c in checks], 0),
@@ -406,9 +427,12 @@ def gradient_check_summary(results_dir: Path, dataset: str) -> list[dict]:
     } for name, checks in _solver_checks(results_dir, dataset).items()]
 
 
-def failure_summary(runs: list[dict]) -> list[dict]:
-    """One row per run: iterations done, failure reason (or none), and the largest forward NFE seen."""
-    rows = []
+def failure_summary(runs: list[dict], dataset: str | None = None) -> list[dict]:
+    """One row per run: iterations done, failure reason (or none), and the largest forward NFE seen.
+
+    No runs and ``dataset`` (the one they train on) missing: one "not run: data missing (...)" row.
+    """
+    rows = _not_run_rows(runs, dataset, run="all seeds") if dataset else []
     for r in runs:
         its = r["metrics"]["history"]["iterations"]
         rows.append({

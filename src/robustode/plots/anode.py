@@ -18,6 +18,17 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
+def _skipped(title: str) -> None:
+    """Say in one italic line that a figure was left out because no runs are stored (e.g. the data set is missing)."""
+    text = f"*Figure not drawn ({title}): no stored runs.*"
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:  # outside Jupyter
+        print(text)
+    else:
+        display(Markdown(text))
+
+
 def _variants(runs: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for r in sorted(runs, key=lambda r: (r["params"]["augment_dim"], r["seed"])):
@@ -29,7 +40,11 @@ def sweep(runs: list[dict], title: str, smooth: int = 5):
     """Training loss, forward and backward NFE per iteration, and forward NFE against loss, per p.
 
     Finished runs are averaged (mean +- sd); a failed run is drawn on its own and ends in a red x.
+    With no runs nothing is drawn: one italic line says so, and None is returned.
     """
+    if not runs:
+        _skipped(title)
+        return None
     fig, axes = new_figure(4, width=3.6, height=3.1)
     for name, mine in _variants(runs).items():
         p = mine[0]["params"]["augment_dim"]
@@ -62,7 +77,13 @@ def sweep(runs: list[dict], title: str, smooth: int = 5):
 
 
 def instability(runs: list[dict], title: str, smooth: int = 1):
-    """Every NODE repetition on its own: loss and forward / backward NFE per iteration; a failed solve ends in a red x."""
+    """Every NODE repetition on its own: loss and forward / backward NFE per iteration; a failed solve ends in a red x.
+
+    With no runs nothing is drawn: one italic line says so, and None is returned.
+    """
+    if not runs:
+        _skipped(title)
+        return None
     fig, axes = new_figure(2, width=4.6)
     for r in runs:
         its, failure = r["metrics"]["history"]["iterations"], r["metrics"]["failure"]
