@@ -18,14 +18,13 @@ CPU equivalence tests compare against :func:`robustode.training.train`.
 
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
 from torch import nn
 
 from robustode.odeblock import LOOP_METHODS, ODEBlock
-from robustode.training import History, TrainSpec, nfe_counts
+from robustode.training import History, TrainSpec, nfe_counts, validate_and_select
 
 
 def use_loop_backend(model: nn.Module) -> int:
@@ -168,14 +167,7 @@ def train_fast(
             "iterations": batches,
             "seconds": time.perf_counter() - tic,
         }
-        if spec.evaluate is not None:
-            model.eval()
-            record.update({f"val_{k}": v for k, v in spec.evaluate(model).items()})
-            if spec.select_on is not None and record[f"val_{spec.select_on}"] > best_score:
-                best_score = record[f"val_{spec.select_on}"]
-                best_state = copy.deepcopy(model.state_dict())
-                history.best_epoch = epoch + 1
-        history.epochs.append(record)
+        best_score, best_state = validate_and_select(model, spec, record, history, best_score, best_state)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -94,6 +94,21 @@ class TrainSpec:
             raise ValueError("select_on needs an evaluate function")
 
 
+def validate_and_select(
+    model: nn.Module, spec: TrainSpec, record: dict, history: History, best_score: float, best_state: dict | None
+) -> tuple[float, dict | None]:
+    """Close an epoch: add validation metrics to ``record``, keep the weights if ``spec.select_on``
+    improved, append the record; returns the (possibly new) best score and weights."""
+    if spec.evaluate is not None:
+        model.eval()
+        record.update({f"val_{k}": v for k, v in spec.evaluate(model).items()})
+        if spec.select_on is not None and record[f"val_{spec.select_on}"] > best_score:
+            best_score, best_state = record[f"val_{spec.select_on}"], copy.deepcopy(model.state_dict())
+            history.best_epoch = record["epoch"]
+    history.epochs.append(record)
+    return best_score, best_state
+
+
 def _save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
@@ -179,14 +194,7 @@ def train(
             "iterations": iters,
             "seconds": time.perf_counter() - tic,
         }
-        if spec.evaluate is not None:
-            model.eval()
-            record.update({f"val_{k}": v for k, v in spec.evaluate(model).items()})
-            if spec.select_on is not None and record[f"val_{spec.select_on}"] > best_score:
-                best_score = record[f"val_{spec.select_on}"]
-                best_state = copy.deepcopy(model.state_dict())
-                history.best_epoch = epoch + 1
-        history.epochs.append(record)
+        best_score, best_state = validate_and_select(model, spec, record, history, best_score, best_state)
         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", nfe=f"{record['nfe_forward']:.0f}")
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)

@@ -22,5 +22,19 @@ def band(ax, series: list[list[float]], label: str, colour: str | None = None, s
     ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2, color=line.get_color())
 
 
+def skipped(what: str) -> None:
+    """One italic line instead of a figure that would have no data (e.g. its data set is missing)."""
+    text = f"*Figure not drawn: no stored runs ({what}).*"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(text))
+    else:  # outside Jupyter
+        print(text)
+
+
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.4, **kw):
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), constrained_layout=True, **kw)

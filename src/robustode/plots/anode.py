@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from robustode.experiments.anode import memory_series, peak_bytes
-from robustode.plots import band, new_figure
+from robustode.plots import band, new_figure, skipped
 
 FAILED = {"color": "#c00", "marker": "x", "ms": 9, "mew": 2, "ls": "none"}
 
@@ -16,17 +16,6 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     if window <= 1 or len(values) < window:
         return values
     return np.convolve(values, np.ones(window) / window, mode="valid")
-
-
-def _skipped(title: str) -> None:
-    """Say in one italic line that a figure was left out because no runs are stored (e.g. the data set is missing)."""
-    text = f"*Figure not drawn ({title}): no stored runs.*"
-    try:
-        from IPython.display import Markdown, display
-    except ImportError:  # outside Jupyter
-        print(text)
-    else:
-        display(Markdown(text))
 
 
 def _variants(runs: list[dict]) -> dict[str, list[dict]]:
@@ -43,7 +32,7 @@ def sweep(runs: list[dict], title: str, smooth: int = 5):
     With no runs nothing is drawn: one italic line says so, and None is returned.
     """
     if not runs:
-        _skipped(title)
+        skipped(title)
         return None
     fig, axes = new_figure(4, width=3.6, height=3.1)
     for name, mine in _variants(runs).items():
@@ -82,7 +71,7 @@ def instability(runs: list[dict], title: str, smooth: int = 1):
     With no runs nothing is drawn: one italic line says so, and None is returned.
     """
     if not runs:
-        _skipped(title)
+        skipped(title)
         return None
     fig, axes = new_figure(2, width=4.6)
     for r in runs:

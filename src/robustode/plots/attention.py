@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustode.plots import new_figure
+from robustode.plots import new_figure, skipped
 
 TIME_COLOURS = ("#9ecae1", "#4292c6", "#2171b5", "#08306b")
 
 
-def _skipped(what: str) -> None:
-    """One italic line instead of a figure that would have no data (e.g. its data set is missing)."""
-    text = f"*Figure not drawn: no stored runs ({what}).*"
-    try:
-        from IPython.display import Markdown, display
-    except ImportError:  # outside Jupyter
-        print(text)
-    else:
-        display(Markdown(text))
 
 
 def _seed0(runs: list[dict], name: str, dataset: str) -> dict | None:
@@ -35,7 +26,7 @@ def mean_attention(runs: list[dict], datasets: list[str], models=("ClassicAttent
     With no dataset that has runs of every model, nothing is drawn: one italic line says so, and None is returned."""
     datasets = [d for d in datasets if all(_seed0(runs, m, d) for m in models)]
     if not datasets:
-        _skipped("mean attention")
+        skipped("mean attention")
         return None
     fig, axes = new_figure(len(models), len(datasets), width=4.4, height=2.6, squeeze=False, sharey="row")
     times = _times(runs)
@@ -61,7 +52,7 @@ def example_attention(runs: list[dict], dataset: str, models=("ClassicAttention"
     """Test images with each model's attention on their rows (ODE: one column per time point), the Fig. 5 view."""
     found = {m: _seed0(runs, m, dataset) for m in models}
     if not all(found.values()):
-        _skipped(f"attention examples, {dataset}")
+        skipped(f"attention examples, {dataset}")
         return None
     examples = {m: found[m]["examples"] for m in models}
     count = min(count, len(examples[models[0]]["labels"]))
@@ -88,7 +79,7 @@ def validation_curves(runs: list[dict], dataset: str):
     """Validation accuracy per epoch for every model run on ``dataset`` (mean over seeds); None, with one italic line
     saying so, when nothing ran on ``dataset``."""
     if not any(r["params"]["dataset"] == dataset for r in runs):
-        _skipped(f"validation curves, {dataset}")
+        skipped(f"validation curves, {dataset}")
         return None
     fig, ax = new_figure(width=5.0, height=3.2)
     for name in dict.fromkeys(r["params"]["model"] for r in runs if r["params"]["dataset"] == dataset):

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustode.plots import new_figure
+from robustode.plots import new_figure, skipped
 
 MODEL_COLOURS = {"CNN": "#7f7f7f", "ODENet": "#1f77b4", "TisODE": "#d62728",
                  "CNN+denoise": "#bcbd22", "ODENet+denoise": "#17becf", "TisODE+denoise": "#ff7f0e"}
 
 
-def _skipped(what: str) -> None:
-    """Say in one italic line that a figure was left out because there is nothing to draw."""
-    text = f"*Figure not drawn: no stored runs ({what}).*"
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
-        display(Markdown(text))
-    else:  # outside Jupyter
-        print(text)
 
 
 def _line(ax, points: dict[float, tuple[float, float]], label: str, style: str = "-o") -> None:
@@ -40,7 +28,7 @@ def accuracy_curves(curves: dict[str, dict], title: str = ""):
     With no curves (e.g. the data set is missing) nothing is drawn: one italic line says so, and None is returned.
     """
     if not curves:
-        _skipped(title or "accuracy curves")
+        skipped(title or "accuracy curves")
         return None
     fig, axes = new_figure(3, width=4.0, height=3.2)
     panels = (("noise", "Gaussian noise σ (0-255 scale)"), ("fgsm", "FGSM ε (faithful protocol)"),
@@ -65,7 +53,7 @@ def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[
     With no profiles (e.g. the data set is missing) nothing is drawn: one italic line says so, and None is returned.
     """
     if not profiles:
-        _skipped("field profiles")
+        skipped("field profiles")
         return None
     fig, ax = new_figure(width=5.0)
     for name, prof in profiles.items():
