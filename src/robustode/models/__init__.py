@@ -39,6 +39,12 @@ def register(name: str, datasets: tuple[str, ...], description: str):
     return wrap
 
 
+def register_builder(name: str, datasets: tuple[str, ...], description: str, build: Callable[..., nn.Module],
+                     *args, **kwargs) -> None:
+    """Functional form of :func:`register`: ``name`` builds ``build(*args, dataset, **kwargs)``."""
+    register(name, datasets, description)(lambda dataset: build(*args, dataset, **kwargs))
+
+
 def registry() -> dict[str, ModelSpec]:
     for module in MODEL_MODULES:
         importlib.import_module(module)

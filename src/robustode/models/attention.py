@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustode.models import register
+from robustode.models import register_builder
 from robustode.odeblock import ODEBlock
 
 ROW_WIDTH = {"MNIST": 28, "FashionMNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
@@ -216,31 +216,16 @@ def build(name: str, dataset: str, attention: str = "score", **options) -> RowAt
     return models[name](ROW_WIDTH[dataset], CLASSES[dataset], attention=attention, **options)
 
 
-@register("ClassicAttention", DATASETS, "Sec. 7 baseline as Table IV counts it: hidden 128, LayerNorm + score attention")
-def _classic(dataset: str) -> nn.Module:
-    return build("ClassicAttention", dataset)
-
-
-@register("ODEAttention", DATASETS, "Sec. 7 Neural ODE Attention as Table IV counts it: hidden 32, shared score attention")
-def _ode(dataset: str) -> nn.Module:
-    return build("ODEAttention", dataset)
-
-
-@register("ClassicAttention-QKV", DATASETS, "text-faithful baseline: hidden 128, Wq, Wk, Wv (128 x 128)")
-def _classic_qkv(dataset: str) -> nn.Module:
-    return build("ClassicAttention", dataset, attention="qkv")
-
-
-@register("ODEAttention-QKV", DATASETS, "text-faithful: hidden 32, Wq, Wk, Wv (32 x 32) at each of 4 time points")
-def _ode_qkv(dataset: str) -> nn.Module:
-    return build("ODEAttention", dataset, attention="qkv")
-
-
-@register("ClassicAttention-PE", DATASETS, "ClassicAttention + fixed sinusoidal row positions (no parameters)")
-def _classic_pe(dataset: str) -> nn.Module:
-    return build("ClassicAttention", dataset, positions="sinusoidal")
-
-
-@register("ODEAttention-PE", DATASETS, "ODEAttention + fixed sinusoidal row positions (no parameters)")
-def _ode_pe(dataset: str) -> nn.Module:
-    return build("ODEAttention", dataset, positions="sinusoidal")
+_REGISTERED = (
+    ("ClassicAttention", "ClassicAttention", {}, "Sec. 7 baseline as Table IV counts it: hidden 128, LayerNorm + score attention"),
+    ("ODEAttention", "ODEAttention", {}, "Sec. 7 Neural ODE Attention as Table IV counts it: hidden 32, shared score attention"),
+    ("ClassicAttention-QKV", "ClassicAttention", {"attention": "qkv"}, "text-faithful baseline: hidden 128, Wq, Wk, Wv (128 x 128)"),
+    ("ODEAttention-QKV", "ODEAttention", {"attention": "qkv"},
+     "text-faithful: hidden 32, Wq, Wk, Wv (32 x 32) at each of 4 time points"),
+    ("ClassicAttention-PE", "ClassicAttention", {"positions": "sinusoidal"},
+     "ClassicAttention + fixed sinusoidal row positions (no parameters)"),
+    ("ODEAttention-PE", "ODEAttention", {"positions": "sinusoidal"},
+     "ODEAttention + fixed sinusoidal row positions (no parameters)"),
+)
+for _name, _base, _options, _description in _REGISTERED:
+    register_builder(_name, DATASETS, _description, build, _base, **_options)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustode.models import register
+from robustode.models import register_builder
 from robustode.odeblock import ODEBlock
 from robustode.regularisers import SteadyState
 
@@ -182,16 +182,9 @@ def build(arch: str, dataset: str = "MNIST", pre: nn.Module | None = None, denoi
 _DATASETS = ("MNIST", "SVHN", "ImgNet10")
 
 
-@register("CNN", _DATASETS, "Yan et al. CNN: stem + one residual block + head")
-def _cnn(dataset: str) -> nn.Module:
-    return build("CNN", dataset)
-
-
-@register("ODENet", _DATASETS, "Yan et al. ODENet: time-dependent conv field, Euler step 0.1 on [0, 1]")
-def _odenet(dataset: str) -> nn.Module:
-    return build("ODENet", dataset)
-
-
-@register("TisODE", _DATASETS, "Yan et al. TisODE: time-invariant conv field, Euler step 0.05, steady-state term")
-def _tisode(dataset: str) -> nn.Module:
-    return build("TisODE", dataset)
+for _arch, _description in (
+    ("CNN", "Yan et al. CNN: stem + one residual block + head"),
+    ("ODENet", "Yan et al. ODENet: time-dependent conv field, Euler step 0.1 on [0, 1]"),
+    ("TisODE", "Yan et al. TisODE: time-invariant conv field, Euler step 0.05, steady-state term"),
+):
+    register_builder(_arch, _DATASETS, _description, build, _arch)
