@@ -23,8 +23,8 @@ import time
 import torch
 from torch import nn
 
-from robustode.odeblock import LOOP_METHODS, ODEBlock
-from robustode.training import History, TrainSpec, nfe_counts, validate_and_select
+from robustode.odeblock import LOOP_METHODS, ODEBlock, nfe_counts
+from robustode.training import History, TrainSpec, validate_and_select
 
 
 def use_loop_backend(model: nn.Module) -> int:

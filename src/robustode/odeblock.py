@@ -236,3 +236,21 @@ class ODEBlock(nn.Module):
         step = f", step_size={self.step_size}" if self.method in FIXED_GRID_METHODS else ""
         tol = "" if self.method in FIXED_GRID_METHODS else f", rtol={self.rtol}, atol={self.atol}"
         return f"method={self.method!r}{step}{tol}, adjoint={self.adjoint}, times={self.times.tolist()}"
+
+
+def nfe_counts(model: nn.Module) -> tuple[int, int]:
+    """(forward NFE of the last forward pass, backward NFE of the last backward pass), all ODE blocks."""
+    blocks = [m for m in model.modules() if isinstance(m, ODEBlock)]
+    return sum(b.nfe_forward for b in blocks), sum(b.nfe_backward for b in blocks)
+
+
+class ReportsNFE:
+    """Mixin for models holding ODE blocks: ``nfe_forward`` / ``nfe_backward`` summed over all of them."""
+
+    @property
+    def nfe_forward(self) -> int:
+        return nfe_counts(self)[0]
+
+    @property
+    def nfe_backward(self) -> int:
+        return nfe_counts(self)[1]

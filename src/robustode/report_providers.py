@@ -33,13 +33,6 @@ def _from_runs(runs: list[dict], values: list[float], dataset: str) -> Reproduce
 
 
 ATTENTION_MODELS = {"Classic Attention": "ClassicAttention", "Neural ODE Attention": "ODEAttention"}
-TABLE_3_COLUMNS = {"test_loss": "test_loss", "accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "f1"}
-
-
-@provider("table_4_parameters")
-def _table_4(printed: Printed, results_dir: Path) -> Reproduced:
-    model, dataset = printed.key
-    return _count(ATTENTION_MODELS[model], dataset)
 
 
 @provider("table_3_ode_attention")
@@ -52,7 +45,7 @@ def _table_3(printed: Printed, results_dir: Path) -> Reproduced:
         # The paper states neither hardware nor batch: we hold it against our batch-1 median latency.
         values = [t["median_s"] for r in runs for t in r["metrics"].get("timings", []) if t["batch"] == 1]
     else:
-        values = [r["metrics"][TABLE_3_COLUMNS[column]] for r in runs]
+        values = [r["metrics"][column] for r in runs]
     return _from_runs(runs, values, dataset)
 
 
@@ -60,12 +53,20 @@ ANODE_PARAMETER_MODELS = {
     "NODE_92_filters": "ConvNODE", "ANODE_64_filters_p5": "ConvANODE",
     "NODE_125_filters": "ConvNODE", "ANODE_64_filters_p10": "ConvANODE",
 }
+# Parameter-count sections: (registered model name, dataset) from a printed number's key.
+COUNTED = {
+    "table_4_parameters": lambda key: (ATTENTION_MODELS[key[0]], key[1]),
+    "anode_parameters": lambda key: (ANODE_PARAMETER_MODELS[key[1]], key[0]),
+    "tisode_repo_parameters": lambda key: (key[1], key[0]),
+}
 
 
-@provider("anode_parameters")
-def _anode_parameters(printed: Printed, results_dir: Path) -> Reproduced:
-    dataset, config = printed.key
-    return _count(ANODE_PARAMETER_MODELS[config], dataset)
+def _counted(printed: Printed, results_dir: Path) -> Reproduced:
+    return _count(*COUNTED[printed.section](printed.key))
+
+
+for _section in COUNTED:
+    provider(_section)(_counted)
 
 
 @provider("anode_table_1")
@@ -104,9 +105,3 @@ def _authors_runs(printed: Printed, results_dir: Path) -> Reproduced:
     # One logged run of the authors against the spread of all our seeds for the same model and attack.
     dataset, key, model, _run = printed.key
     return _robustness_values(results_dir, dataset, key, model)
-
-
-@provider("tisode_repo_parameters")
-def _tisode_parameters(printed: Printed, results_dir: Path) -> Reproduced:
-    dataset, model = printed.key
-    return _count(model, dataset)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from robustode.odeblock import ODEBlock, SolverFailure, solver_guard
+from robustode.odeblock import SolverFailure, nfe_counts, solver_guard
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -30,12 +30,6 @@ def correct_argmax(output: torch.Tensor, y: torch.Tensor) -> int:
 def correct_sign(output: torch.Tensor, y: torch.Tensor) -> int:
     """For -1/+1 regression targets: the sign of the output is the predicted class."""
     return int((torch.sign(output) == torch.sign(y)).sum())
-
-
-def nfe_counts(model: nn.Module) -> tuple[int, int]:
-    """(forward NFE of the last forward pass, backward NFE of the last backward pass), all ODE blocks."""
-    blocks = [m for m in model.modules() if isinstance(m, ODEBlock)]
-    return sum(b.nfe_forward for b in blocks), sum(b.nfe_backward for b in blocks)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from robustode.models import register_builder
-from robustode.odeblock import ODEBlock
+from robustode.odeblock import ODEBlock, ReportsNFE
 
 ROW_WIDTH = {"MNIST": 28, "FashionMNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
 CLASSES = {"MNIST": 10, "FashionMNIST": 10, "CIFAR10": 10, "CIFAR100": 100}
@@ -182,7 +182,7 @@ class ClassicAttention(RowAttention):
         return h0.unsqueeze(0)
 
 
-class ODEAttention(RowAttention):
+class ODEAttention(ReportsNFE, RowAttention):
     """Enhanced Neural ODE Attention (Sec. 7.2): the encoded rows evolve under :class:`ODEFunc` from t = 0,
     and attention reads the states at ``times`` (all > 0, increasing)."""
 
@@ -199,10 +199,6 @@ class ODEAttention(RowAttention):
         # Under autocast the encoder returns half precision; the solver's state and step-size control stay
         # float32 (torchdiffeq's adaptive stepping is not written for half-precision states).
         return self.block.trajectory(h0.float())[1:]
-
-    @property
-    def nfe_forward(self) -> int:
-        return self.block.nfe_forward
 
 
 def build(name: str, dataset: str, attention: str = "score", **options) -> RowAttention:

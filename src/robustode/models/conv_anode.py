@@ -15,7 +15,7 @@ from torch import nn
 from robustode.data.images import check_dataset
 from robustode.dynamics import Augment
 from robustode.models import register
-from robustode.odeblock import ODEBlock
+from robustode.odeblock import ODEBlock, ReportsNFE
 
 
 class TimeConv2d(nn.Conv2d):
@@ -55,7 +55,7 @@ class ConvDynamics(nn.Module):
         return self._conv(self.conv3, t, h)
 
 
-class ConvODENet(nn.Module):
+class ConvODENet(ReportsNFE, nn.Module):
     """x (C, H, W) -> [x; 0_p] -> ODE flow phi_1 -> flatten -> Linear((C+p)*H*W -> classes). ``p=0``: NODE."""
 
     def __init__(
@@ -80,14 +80,6 @@ class ConvODENet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
-
-    @property
-    def nfe_forward(self) -> int:
-        return self.block.nfe_forward
-
-    @property
-    def nfe_backward(self) -> int:
-        return self.block.nfe_backward
 
 
 # Dupont et al.'s parameter-matched pairs (config_img.json; Sec. 5.2 and Table 1).

@@ -7,7 +7,7 @@ from torch import nn
 
 from robustode.dynamics import Augment, MLPDynamics
 from robustode.models import register
-from robustode.odeblock import ODEBlock
+from robustode.odeblock import ODEBlock, ReportsNFE
 
 
 class FirstCoordinates(nn.Module):
@@ -21,7 +21,7 @@ class FirstCoordinates(nn.Module):
         return h[:, : self.k]
 
 
-class ODENet(nn.Module):
+class ODENet(ReportsNFE, nn.Module):
     """x -> [x; 0_p] -> ODE flow phi_T -> Linear(d+p -> out). ``augment_dim=0`` is a plain NODE."""
 
     def __init__(
@@ -50,14 +50,6 @@ class ODENet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-    @property
-    def nfe_forward(self) -> int:
-        return self.block.nfe_forward
-
-    @property
-    def nfe_backward(self) -> int:
-        return self.block.nfe_backward
 
 
 class ResNet(nn.Module):
