@@ -113,3 +113,92 @@ def test_engine_trains_tisode_like_the_plain_loop():
     train_fast(fast, x, y, spec, batch_size=8, device="cpu", progress=False)
     for a, b in zip(plain.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def _evaluate_on(x, y):
+    def evaluate(model):
+        with torch.no_grad():
+            return {"accuracy": float((model(x).argmax(1) == y).float().mean())}
+
+    return evaluate
+
+
+def test_engine_resumed_from_its_checkpoint_ends_like_an_uninterrupted_run(tmp_path):
+    x, y = _data()
+    kw = dict(milestones=(2,), weight_decay=5e-4, augment=_noise, regulariser=L2Field(), seed=2,
+              evaluate=_evaluate_on(x, y), select_on="accuracy")
+    whole = _model()
+    h_whole = train_fast(whole, x, y, TrainSpec(epochs=4, **kw), batch_size=16, device="cpu", progress=False)
+    ckpt = tmp_path / "engine.pt"
+    train_fast(_model(), x, y, TrainSpec(epochs=2, **kw), batch_size=16, device="cpu", progress=False, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    resumed = _model()  # a fresh process: only the checkpoint carries state
+    h_resumed = train_fast(resumed, x, y, TrainSpec(epochs=4, **kw), batch_size=16, device="cpu", progress=False,
+                           checkpoint=ckpt)
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [e["loss"] for e in h_whole.epochs] == [e["loss"] for e in h_resumed.epochs]
+    assert h_whole.best_epoch == h_resumed.best_epoch
+
+
+def test_engine_and_plain_loop_refuse_each_others_checkpoints(tmp_path):
+    x, y = _data()
+    engine_ckpt, plain_ckpt = tmp_path / "engine.pt", tmp_path / "plain.pt"
+    train_fast(_model(), x, y, TrainSpec(epochs=1), batch_size=16, device="cpu", progress=False, checkpoint=engine_ckpt)
+    train(_model(), _plain_batches(x, y, 16, 0), TrainSpec(epochs=1), progress=False, checkpoint=plain_ckpt)
+    before = engine_ckpt.read_bytes()
+    with pytest.raises(ValueError, match="not by this loop"):
+        train(_model(), _plain_batches(x, y, 16, 0), TrainSpec(epochs=2), progress=False, checkpoint=engine_ckpt)
+    with pytest.raises(ValueError, match="not an engine checkpoint"):
+        train_fast(_model(), x, y, TrainSpec(epochs=2), batch_size=16, device="cpu", progress=False, checkpoint=plain_ckpt)
+    assert engine_ckpt.read_bytes() == before  # nothing already written is lost
+
+
+def test_engine_refuses_mixed_precision_before_any_work():
+    x, y = _data()
+    model = _model()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="float32"):
+        train_fast(model, x, y, TrainSpec(epochs=1, autocast_dtype=torch.bfloat16), batch_size=16, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_steps_equal_eager_steps_on_the_gpu():
+    from robustode.models.robust import build
+    from robustode.regularisers import SteadyStateRegulariser
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+    # No noise augmentation: graph capture consumes random numbers, so graphed noise is another draw.
+    spec = TrainSpec(epochs=3, weight_decay=5e-4, milestones=(2,), regulariser=SteadyStateRegulariser(start_epoch=1),
+                     seed=3)
+    models = []
+    for graphs in (False, True):
+        torch.manual_seed(1)
+        model = build("TisODE", width=16)
+        hist = train_fast(model, x, y, spec, batch_size=16, device="cuda", graphs=graphs, progress=False)
+        models.append((model, hist))
+    (eager, h_eager), (graphed, h_graphed) = models
+    for a, b in zip(eager.parameters(), graphed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    for ea, eb in zip(h_eager.epochs, h_graphed.epochs, strict=True):
+        assert ea["loss"] == pytest.approx(eb["loss"], rel=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_draws_fresh_noise_at_every_replay():
+    from robustode.engine import TrainStep
+    from robustode.noise import NoiseAugmentation
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2, bias=False).cuda()  # its gradient reveals the augmented batch
+    x, y = torch.full((8, 4), 0.5, device="cuda"), torch.zeros(8, dtype=torch.long, device="cuda")
+    spec = TrainSpec(epochs=1, lr=0.0, augment=NoiseAugmentation(p=1.0, sigmas=(50,)))
+    step = TrainStep(model, spec, torch.device("cuda"), torch.Generator(device="cuda").manual_seed(0))
+    grads = []
+    for _ in range(3):
+        step(x, y, epoch=0, graph=True)
+        grads.append(model.weight.grad.detach().clone())
+    assert len(step.graphs) == 1
+    assert not torch.equal(grads[1], grads[2])  # two replays of one graph: two different noise draws

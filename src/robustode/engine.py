@@ -14,17 +14,24 @@ engine removes both costs without changing the mathematics:
 
 On CPU there are no graphs: :func:`train_fast` then runs the same step eagerly, which is what the
 CPU equivalence tests compare against :func:`robustode.training.train`.
+
+Like the plain loop, the engine checkpoints after every epoch (model, Adam state, both generators,
+history, the selected weights) and resumes from the file, so a long run can be split into pieces
+that each fit a time limit; a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from robustode.odeblock import LOOP_METHODS, ODEBlock, nfe_counts
-from robustode.training import History, TrainSpec, validate_and_select
+from robustode.training import History, TrainSpec, save_atomic, validate_and_select
+
+CHECKPOINT_FORMAT = "robustode.engine/1"
 
 
 def use_loop_backend(model: nn.Module) -> int:
@@ -93,11 +100,19 @@ class TrainStep:
         start = getattr(self.spec.regulariser, "start_epoch", 0)
         return self.spec.regulariser is not None and epoch >= start
 
+    def _tensors(self) -> list[torch.Tensor]:
+        """Everything a step writes: parameters, buffers, Adam's state, the accumulators."""
+        state = [t for s in self.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        return [*self.model.parameters(), *self.model.buffers(), *state, self.loss_sum, self.correct]
+
     def _capture(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        """Capture one step. The warm-up steps that capture needs (lazy Adam state, allocator pools) are
+        undone afterwards, in place, so that graphed training makes exactly the steps eager training makes."""
         static_x, static_y = x.clone(), y.clone()
+        saved = {id(t): t.detach().clone() for t in self._tensors()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up on real data (these are real training steps)
+        with torch.cuda.stream(side):
             for _ in range(3):
                 self._step(static_x, static_y, epoch)
         torch.cuda.current_stream().wait_stream(side)
@@ -105,6 +120,12 @@ class TrainStep:
         graph.register_generator_state(self.generator)
         with torch.cuda.graph(graph):
             self._step(static_x, static_y, epoch)
+        with torch.no_grad():
+            for t in self._tensors():
+                if id(t) in saved:
+                    t.copy_(saved[id(t)])
+                else:  # Adam's state created by the warm-up: zero, as Adam's own initialisation
+                    t.zero_()
         return graph, static_x, static_y
 
 
@@ -122,12 +143,15 @@ def train_fast(
     graphs: bool | None = None,
     progress: bool = True,
     desc: str = "train (engine)",
+    checkpoint: Path | None = None,
 ) -> History:
     """Train on device-resident tensors ``x, y`` with the engine; returns a :class:`History` like
     :func:`robustode.training.train` (per-epoch records, selection on ``spec.select_on``).
 
     ``graphs`` defaults to True on CUDA and must be False elsewhere. Batches follow a seeded
-    permutation per epoch (generator on the device, seeded with ``spec.seed``).
+    permutation per epoch (generator on the device, seeded with ``spec.seed``). With ``checkpoint``, state
+    is saved after every epoch and a run that finds the file resumes from it (``weights_only=True``); a
+    plain-loop checkpoint is refused with a clear error rather than misread.
     """
     from tqdm import tqdm
 
@@ -137,15 +161,31 @@ def train_fast(
         raise ValueError("CUDA graphs need a CUDA device")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if spec.autocast_dtype is not None:
+        raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
     model.to(device).train()
     use_loop_backend(model)
     x, y = x.to(device), y.to(device)
     generator = torch.Generator(device=device).manual_seed(spec.seed)
     order_gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
     step = TrainStep(model, spec, device, generator)
-    history, best_state, best_score = History(), None, float("-inf")
+    history, best_state, best_score, start = History(), None, float("-inf"), 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{checkpoint} is not an engine checkpoint (format {state.get('format')!r}); "
+                             "move it away or train with the loop that wrote it")
+        if state["device"] != device.type:
+            raise ValueError(f"{checkpoint} was written on {state['device']}; its random-generator states cannot "
+                             f"resume on {device.type}")
+        model.load_state_dict(state["model"])
+        step.optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        order_gen.set_state(state["order_generator"].cpu())
+        history = History.from_dict(state["history"])
+        best_state, best_score, start = state["best_model"], state["best_score"], state["epoch"]
     n = len(x)
-    for epoch in tqdm(range(spec.epochs), desc=desc, disable=not progress):
+    for epoch in tqdm(range(start, spec.epochs), desc=desc, disable=not progress, initial=start, total=spec.epochs):
         tic = time.perf_counter()
         model.train()
         step.set_lr(_lr_at(spec, epoch))
@@ -168,6 +208,12 @@ def train_fast(
             "seconds": time.perf_counter() - tic,
         }
         best_score, best_state = validate_and_select(model, spec, record, history, best_score, best_state)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            save_atomic({"format": CHECKPOINT_FORMAT, "device": device.type, "model": model.state_dict(),
+                         "optimizer": step.optimizer.state_dict(), "generator": generator.get_state(),
+                         "order_generator": order_gen.get_state(), "history": history.as_dict(),
+                         "best_model": best_state, "best_score": best_score, "epoch": epoch + 1}, checkpoint)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

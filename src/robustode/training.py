@@ -103,7 +103,7 @@ def validate_and_select(
     return best_score, best_state
 
 
-def _save_atomic(state: dict, path: Path) -> None:
+def save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -135,10 +135,15 @@ def train(
 
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if "format" in state:
+            raise ValueError(f"{checkpoint} was written by {state['format']}, not by this loop; move it away or "
+                             "resume with the engine")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"].cpu())
+        if "scaler" in state:  # float16 mixed precision: the loss scale and its growth tracker carry over
+            scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
         best_state, best_score, start = state["best_model"], state["best_score"], state["epoch"]
 
@@ -192,12 +197,13 @@ def train(
         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", nfe=f"{record['nfe_forward']:.0f}")
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic(
+            save_atomic(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
+                    "scaler": scaler.state_dict(),
                     "history": history.as_dict(),
                     "best_model": best_state,
                     "best_score": best_score,
