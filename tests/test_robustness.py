@@ -187,6 +187,29 @@ def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_pa
     assert robustness.defence_table(results_tmp / "r")[1]["model"] == "TisODE + input randomisation"
 
 
+@needs_mnist
+@pytest.mark.slow
+def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_cpu_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    prof = tiny_profile()
+    prof["robustness"]["common"].update(checkpoint=True, epochs=2)
+    prof["robustness"]["evaluation"].update(autoattack={**prof["robustness"]["evaluation"]["autoattack"], "images": 2})
+    assert robustness.trainer_for(robustness.config(prof), torch.device("cpu")) == "plain"
+    prof["robustness"]["common"]["trainer"] = "engine"
+    run = robustness.run(prof, ["CNN"], "MNIST", "cpu", tmp_path / "r", progress=False)[0]
+    assert run["metrics"]["trainer"] == "engine (eager)" and run["params"]["trainer"] == "engine"
+    assert [e["epoch"] for e in run["metrics"]["history"]["epochs"]] == [1, 2]
+    assert (tmp_path / "r" / "checkpoints" / "robustness-MNIST-CNN-seed0.engine.pt").exists()
+
+
+def test_an_unknown_trainer_is_refused_before_any_work():
+    prof = tiny_profile()
+    prof["robustness"]["common"]["trainer"] = "turbo"
+    with pytest.raises(ValueError, match="auto, plain, engine"):
+        robustness.run(prof, ["CNN"], "MNIST", "cpu")
+
+
 def test_imgnet10_reads_its_ten_class_folders_and_names_what_is_missing(tmp_path):
     from PIL import Image
 

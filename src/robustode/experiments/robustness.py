@@ -31,6 +31,7 @@ from robustode.data import imgnet10
 from robustode.data.images import is_available as torchvision_available
 from robustode.data.images import load_tensors, subset, tensor_batches, train_val_split
 from robustode.defences import FeatureDenoising, InputRandomisation
+from robustode.engine import train_fast
 from robustode.evaluation import (
     accuracy,
     attack_indices,
@@ -55,6 +56,7 @@ from robustode.tables import flag
 from robustode.training import TrainSpec, train
 
 DATASETS = ("MNIST", "SVHN", "ImgNet10")
+TRAINERS = ("auto", "plain", "engine")
 MODELS = (*ARCHITECTURES, *(f"{a}+denoise" for a in ARCHITECTURES))
 TABLE_MODELS = ("CNN", "ODENet", "TisODE")
 CHAPTER_MODELS = (*TABLE_MODELS, "TisODE+denoise")  # what chapters 2-3 train; their "not run" rows when data are missing
@@ -78,6 +80,7 @@ def config(profile: str | dict, dataset: str = "MNIST") -> dict:
                    **{f"sanity.solver_steps[{i}]": s for i, s in enumerate(cfg["sanity"]["solver_steps"])})
     for name in cfg["defences"]["randomise"]:
         check_choice("model in defences.randomise", name, MODELS)
+    check_choice("trainer", cfg["trainer"], TRAINERS)
     return cfg
 
 
@@ -347,14 +350,28 @@ def evaluate_randomised(model: RobustNet, data: dict, cfg: dict, seed: int) -> d
 
 # ------------------------------------------------------------------------------------------- runs
 
+def trainer_for(cfg: dict, device: torch.device) -> str:
+    """``plain`` (torchdiffeq loop), ``engine (CUDA graphs)`` or ``engine (eager)`` for ``cfg['trainer']``."""
+    if cfg["trainer"] == "plain" or (cfg["trainer"] == "auto" and device.type != "cuda"):
+        return "plain"
+    return "engine (CUDA graphs)" if device.type == "cuda" else "engine (eager)"
+
+
 def train_and_evaluate(name: str, seed: int, cfg: dict, data: dict, device: torch.device, checkpoint: Path | None,
                        progress: bool = True) -> dict:
     """One run's metrics: train with Yan et al.'s recipe, then :func:`evaluate` (and input randomisation)."""
     seed_everything(seed)
     model = make_model(name, cfg)
-    hist = train(model, tensor_batches(*data["train"], cfg["batch_size"], seed), train_spec(name, cfg, seed, data["val"]),
-                 device, checkpoint=checkpoint, progress=progress, desc=f"{name} seed {seed}")
-    metrics = {"parameters": count_parameters(model), "history": hist.as_dict(),
+    spec, desc = train_spec(name, cfg, seed, data["val"]), f"{name} seed {seed}"
+    trainer = trainer_for(cfg, device)
+    if trainer == "plain":
+        hist = train(model, tensor_batches(*data["train"], cfg["batch_size"], seed), spec, device,
+                     checkpoint=checkpoint, progress=progress, desc=desc)
+    else:
+        engine_checkpoint = checkpoint.with_suffix(".engine.pt") if checkpoint else None
+        hist = train_fast(model, *data["train"], spec, cfg["batch_size"], device, progress=progress, desc=desc,
+                          checkpoint=engine_checkpoint)
+    metrics = {"parameters": count_parameters(model), "trainer": trainer, "history": hist.as_dict(),
                **evaluate(model, data, cfg, seed, progress, f"{name} seed {seed}")}
     if name in cfg["defences"]["randomise"]:
         metrics["randomised"] = evaluate_randomised(model, data, cfg, seed)
