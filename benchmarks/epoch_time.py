@@ -5,8 +5,10 @@
 
 For each of Yan et al.'s CNN, ODENet and TisODE (MNIST architecture, noise augmentation on, TisODE's
 steady-state term on), it times ``--batches`` training batches of 128 random GPU-resident images with
-:func:`robustode.training.train` (plain) and :func:`robustode.engine.train_fast` (engine), after one
-untimed warm-up epoch each, scales both to 60,000 images, and prints the ratio.
+:func:`robustode.training.train` (plain), :func:`robustode.engine.train_fast` (engine) and
+:func:`robustode.engine.train_fast_many` with ``--together`` seeds at once (one CUDA stream each; the
+time per model is the group's time divided by their number), after one untimed warm-up epoch each,
+scales all to 60,000 images, and prints the ratios to the plain loop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import torch
 
-from robustode.engine import train_fast
+from robustode.engine import train_fast, train_fast_many
 from robustode.models.robust import build
 from robustode.noise import NoiseAugmentation
 from robustode.profiles import resolve_device
@@ -28,9 +30,9 @@ BATCH = 128
 EPOCH_IMAGES = 60_000
 
 
-def spec(arch: str, epochs: int) -> TrainSpec:
+def spec(arch: str, epochs: int, seed: int = 0) -> TrainSpec:
     reg = SteadyStateRegulariser(start_epoch=0) if arch == "TisODE" else None
-    return TrainSpec(epochs=epochs, lr=1e-3, weight_decay=5e-4, augment=NoiseAugmentation(), regulariser=reg)
+    return TrainSpec(epochs=epochs, lr=1e-3, weight_decay=5e-4, augment=NoiseAugmentation(), regulariser=reg, seed=seed)
 
 
 def sync(device: torch.device) -> None:
@@ -63,25 +65,49 @@ def time_engine(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.devic
     return time.perf_counter() - tic
 
 
+def time_together(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, k: int) -> float:
+    """Seconds per model when ``k`` models train at once."""
+    models = [build(arch) for _ in range(k)]
+    specs = [spec(arch, 1, seed) for seed in range(k)]
+    train_fast_many(models, x, y, specs, BATCH, device, progress=False)  # warm-up + graph capture
+    sync(device)
+    tic = time.perf_counter()
+    train_fast_many(models, x, y, specs, BATCH, device, progress=False)
+    sync(device)
+    return (time.perf_counter() - tic) / k
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batches", type=int, default=40, help="timed batches of 128 per model")
     parser.add_argument("--models", nargs="+", default=["CNN", "ODENet", "TisODE"])
+    parser.add_argument("--together", type=int, default=3, help="seeds trained at once (0: skip that column)")
     args = parser.parse_args()
     if args.batches <= 0:
         parser.error("--batches must be positive")
+    if args.together < 0:
+        parser.error("--together must be 0 or more")
+    unknown = [m for m in args.models if m not in ("CNN", "ODENet", "TisODE")]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from CNN, ODENet, TisODE")
     device = resolve_device(args.device)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(args.batches * BATCH, 1, 28, 28, generator=gen).to(device)
     y = torch.randint(0, 10, (len(x),), generator=gen).to(device)
     scale = EPOCH_IMAGES / len(x)
     print(f"device: {device_name(device)}; {args.batches} batches of {BATCH}, scaled to {EPOCH_IMAGES:,} images")
-    print(f"{'model':<8} {'plain s/epoch':>14} {'engine s/epoch':>15} {'ratio':>7}")
+    together = f"engine x{args.together} s/epoch/model"
+    print(f"{'model':<8} {'plain s/epoch':>14} {'engine s/epoch':>15} {'ratio':>7}"
+          + (f" {together:>26} {'ratio':>7}" if args.together else ""))
     for arch in args.models:
         plain = time_plain(arch, x, y, device) * scale
         fast = time_engine(arch, x, y, device) * scale
-        print(f"{arch:<8} {plain:>14.2f} {fast:>15.2f} {plain / fast:>6.2f}x", flush=True)
+        line = f"{arch:<8} {plain:>14.2f} {fast:>15.2f} {plain / fast:>6.2f}x"
+        if args.together:
+            group = time_together(arch, x, y, device, args.together) * scale
+            line += f" {group:>26.2f} {plain / group:>6.2f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

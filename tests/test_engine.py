@@ -202,3 +202,71 @@ def test_cuda_graph_draws_fresh_noise_at_every_replay():
         grads.append(model.weight.grad.detach().clone())
     assert len(step.graphs) == 1
     assert not torch.equal(grads[1], grads[2])  # two replays of one graph: two different noise draws
+
+
+def test_models_trained_together_end_as_if_each_were_trained_alone(tmp_path):
+    from robustode.engine import train_fast_many
+
+    x, y = _data()
+    specs = [TrainSpec(epochs=3, milestones=(2,), augment=_noise, regulariser=L2Field(), seed=s,
+                       evaluate=_evaluate_on(x, y), select_on="accuracy") for s in (0, 1, 2)]
+    alone = []
+    for spec in specs:
+        torch.manual_seed(spec.seed)
+        model = _model()
+        alone.append((model, train_fast(model, x, y, spec, batch_size=16, device="cpu", progress=False)))
+    together = []
+    for spec in specs:
+        torch.manual_seed(spec.seed)
+        together.append(_model())
+    # the third run starts from a checkpoint two epochs in: it joins the others at epoch 3
+    ckpt = tmp_path / "seed2.pt"
+    torch.manual_seed(2)
+    train_fast(_model(), x, y, TrainSpec(**{**specs[2].__dict__, "epochs": 2}), batch_size=16, device="cpu",
+               progress=False, checkpoint=ckpt)
+    histories = train_fast_many(together, x, y, specs, batch_size=16, device="cpu", progress=False,
+                                checkpoints=[None, None, ckpt])
+    for (model, hist), other, other_hist in zip(alone, together, histories, strict=True):
+        for a, b in zip(model.parameters(), other.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert [e["loss"] for e in hist.epochs] == [e["loss"] for e in other_hist.epochs]
+    assert not torch.equal(together[0][0].weight, together[1][0].weight)  # different seeds, different runs
+
+
+def test_models_trained_together_need_matching_specs_and_epochs():
+    from robustode.engine import train_fast_many
+
+    x, y = _data()
+    with pytest.raises(ValueError, match="one spec and one checkpoint"):
+        train_fast_many([_model(), _model()], x, y, [TrainSpec(epochs=1)], batch_size=16, device="cpu")
+    with pytest.raises(ValueError, match="same number of epochs"):
+        train_fast_many([_model(), _model()], x, y, [TrainSpec(epochs=1), TrainSpec(epochs=2)], batch_size=16,
+                        device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a GPU")
+def test_models_trained_together_on_streams_equal_models_trained_alone_on_the_gpu():
+    from robustode.engine import train_fast_many
+    from robustode.models.robust import build
+    from robustode.regularisers import SteadyStateRegulariser
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(96, 1, 28, 28, generator=g), torch.randint(0, 10, (96,), generator=g)
+    specs = [TrainSpec(epochs=2, weight_decay=5e-4, regulariser=SteadyStateRegulariser(start_epoch=1), seed=s)
+             for s in (0, 1)]
+
+    def models():
+        out = []
+        for spec in specs:
+            torch.manual_seed(spec.seed)
+            out.append(build("TisODE", width=16))
+        return out
+
+    alone = models()
+    for model, spec in zip(alone, specs, strict=True):
+        train_fast(model, x, y, spec, batch_size=32, device="cuda", progress=False)
+    together = models()
+    train_fast_many(together, x, y, specs, batch_size=32, device="cuda", progress=False)
+    for a_model, b_model in zip(alone, together, strict=True):
+        for a, b in zip(a_model.parameters(), b_model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

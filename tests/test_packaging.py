@@ -54,3 +54,19 @@ def test_environment_yml_lists_every_dependency_of_pyproject():
     editable = next(p for p in pip if p.startswith("-e"))
     extras = set(re.search(r"\[(.*)\]", editable).group(1).split(","))
     assert extras == set(project["optional-dependencies"])
+
+
+def test_the_device_script_refuses_a_bad_time_budget_before_any_work(tmp_path):
+    import subprocess
+
+    out = subprocess.run(["bash", str(ROOT / "tools" / "device_run.sh"), "ten"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)}, timeout=60)
+    assert out.returncode == 2 and "SECONDS must be a whole number" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_device_kit_lists_each_wheel_once_and_pinned():
+    lines = [line for line in (ROOT / "tools" / "device-wheels.txt").read_text().splitlines() if line and line[0] != "#"]
+    names = [line.split("==")[0].lower().replace("-", "_") for line in lines]
+    assert all("==" in line for line in lines) and len(names) == len(set(names))
+    assert {"papermill", "ipykernel", "nbclient"} <= set(names)

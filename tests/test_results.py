@@ -42,3 +42,12 @@ def test_a_stored_run_is_reused_only_with_identical_parameters(results_tmp):
     assert first["metrics"] == again["metrics"] == {"value": 1}
     assert changed["metrics"] == {"value": 2}
     assert load_run(results_tmp, "exp", "r", {"epochs": 3}) is None
+
+
+def test_a_copy_without_git_cites_the_commit_it_was_given(results_tmp, monkeypatch):
+    from robustode.results import git_commit
+
+    monkeypatch.delenv("ROBUSTODE_GIT_COMMIT", raising=False)
+    assert git_commit() is None  # results_tmp is no git checkout
+    monkeypatch.setenv("ROBUSTODE_GIT_COMMIT", "abc123-dirty")
+    assert git_commit() == "abc123-dirty"

@@ -200,7 +200,24 @@ def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_c
     run = robustness.run(prof, ["CNN"], "MNIST", "cpu", tmp_path / "r", progress=False)[0]
     assert run["metrics"]["trainer"] == "engine (eager)" and run["params"]["trainer"] == "engine"
     assert [e["epoch"] for e in run["metrics"]["history"]["epochs"]] == [1, 2]
-    assert (tmp_path / "r" / "checkpoints" / "robustness-MNIST-CNN-seed0.engine.pt").exists()
+    assert len(list((tmp_path / "r" / "checkpoints").glob("robustness-MNIST-CNN-seed0-*.engine.pt"))) == 1
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_seeds_trained_together_give_the_runs_they_give_one_at_a_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    prof = tiny_profile()
+    prof["robustness"]["common"].update(checkpoint=True, seeds=2, trainer="engine")
+    prof["robustness"]["evaluation"].update(autoattack={**prof["robustness"]["evaluation"]["autoattack"], "images": 2})
+    prof["robustness"]["defences"].update(randomise=[])
+    metrics = {}
+    for together in (False, True):
+        prof["robustness"]["common"]["concurrent_seeds"] = together
+        runs = robustness.run(prof, ["ODENet"], "MNIST", "cpu", tmp_path / str(together), progress=False)
+        metrics[together] = [(r["metrics"]["history"]["epochs"][-1]["loss"], r["metrics"]["clean"]) for r in runs]
+    assert metrics[True] == metrics[False] and metrics[True][0] != metrics[True][1]
 
 
 def test_an_unknown_trainer_is_refused_before_any_work():

@@ -5,6 +5,7 @@
 #   .device/site/     pyautoattack's code (its wheel ships a 45 MB example model we do not need)
 #   .device/data/     the compressed MNIST-family files (torchvision decompresses them on first load)
 # usage: tools/device_kit.sh [DATASET ...]     (default: MNIST FashionMNIST)
+# Run it again after committing: .device/commit names the commit the results will cite.
 # Then, with the device tool, carry .device (and results/full/checkpoints to resume) and run
 #   bash tools/device_run.sh SECONDS NOTEBOOK ...
 set -euo pipefail
@@ -27,6 +28,8 @@ rm -rf .device.new/tmp
 for set in "$@"; do
   mkdir -p ".device.new/data/$set/raw" && cp data/"$set"/raw/*.gz ".device.new/data/$set/raw/"
 done
+dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo "-dirty" || true)
+echo "$(git rev-parse HEAD)$dirty" > .device.new/commit  # provenance for results written on the device
 rm -rf .device && mv .device.new .device
 tracked=$(git ls-files -z | du --files0-from=- -cb 2>/dev/null | tail -1 | cut -f1)
 kit=$(du -sb .device | cut -f1)

@@ -133,6 +133,78 @@ def _lr_at(spec: TrainSpec, epoch: int) -> float:
     return spec.lr * spec.gamma ** sum(epoch >= m for m in spec.milestones)
 
 
+class _Run:
+    """One model's training state inside the engine: its step, generators, history and checkpoint."""
+
+    def __init__(self, model: nn.Module, spec: TrainSpec, device: torch.device, checkpoint: Path | None):
+        if spec.autocast_dtype is not None:
+            raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
+        self.model, self.spec, self.device, self.checkpoint = model, spec, device, checkpoint
+        model.to(device).train()
+        use_loop_backend(model)
+        self.generator = torch.Generator(device=device).manual_seed(spec.seed)
+        self.order_gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
+        self.step = TrainStep(model, spec, device, self.generator)
+        self.history, self.best_state, self.best_score, self.start = History(), None, float("-inf"), 0
+        if checkpoint is not None and checkpoint.exists():
+            self._resume(checkpoint)
+
+    def _resume(self, checkpoint: Path) -> None:
+        state = torch.load(checkpoint, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{checkpoint} is not an engine checkpoint (format {state.get('format')!r}); "
+                             "move it away or train with the loop that wrote it")
+        if state["device"] != self.device.type:
+            raise ValueError(f"{checkpoint} was written on {state['device']}; its random-generator states cannot "
+                             f"resume on {self.device.type}")
+        self.model.load_state_dict(state["model"])
+        self.step.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.order_gen.set_state(state["order_generator"].cpu())
+        self.history = History.from_dict(state["history"])
+        self.best_state, self.best_score, self.start = state["best_model"], state["best_score"], state["epoch"]
+
+    def begin_epoch(self, epoch: int, n: int) -> None:
+        self.model.train()
+        self.step.set_lr(_lr_at(self.spec, epoch))
+        self.step.loss_sum.zero_()
+        self.step.correct.zero_()
+        self.order = torch.randperm(n, device=self.device, generator=self.order_gen)
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, start: int, batch_size: int, epoch: int, graphs: bool) -> None:
+        idx = self.order[start : start + batch_size]
+        self.step(x[idx], y[idx], epoch, graph=graphs and len(idx) == batch_size)
+
+    def end_epoch(self, epoch: int, n: int, batches: int, seconds: float, concurrent: int) -> dict:
+        record = {
+            "epoch": epoch + 1,
+            "loss": self.step.loss_sum.item() / n,
+            "accuracy": self.step.correct.item() / n,
+            "nfe_forward": self.step.nfe[0],
+            "nfe_backward": self.step.nfe[1],
+            "iterations": batches,
+            "seconds": seconds,
+        }
+        if concurrent > 1:
+            record["concurrent_runs"] = concurrent  # seconds: the wall time of the epoch for all of them
+        self.best_score, self.best_state = validate_and_select(self.model, self.spec, record, self.history,
+                                                               self.best_score, self.best_state)
+        if self.checkpoint is not None:
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            save_atomic({"format": CHECKPOINT_FORMAT, "device": self.device.type, "model": self.model.state_dict(),
+                         "optimizer": self.step.optimizer.state_dict(), "generator": self.generator.get_state(),
+                         "order_generator": self.order_gen.get_state(), "history": self.history.as_dict(),
+                         "best_model": self.best_state, "best_score": self.best_score, "epoch": epoch + 1},
+                        self.checkpoint)
+        return record
+
+    def finish(self) -> History:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return self.history
+
+
 def train_fast(
     model: nn.Module,
     x: torch.Tensor,
@@ -153,68 +225,80 @@ def train_fast(
     is saved after every epoch and a run that finds the file resumes from it (``weights_only=True``); a
     plain-loop checkpoint is refused with a clear error rather than misread.
     """
+    return train_fast_many([model], x, y, [spec], batch_size, device, graphs, progress, desc, [checkpoint])[0]
+
+
+def train_fast_many(
+    models: list[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    specs: list[TrainSpec],
+    batch_size: int,
+    device: torch.device | str = "cuda",
+    graphs: bool | None = None,
+    progress: bool = True,
+    desc: str = "train (engine)",
+    checkpoints: list[Path | None] | None = None,
+) -> list[History]:
+    """Train several models on the same data at once (the seeds of one configuration, say), each exactly as
+    :func:`train_fast` would train it alone: own initial weights, spec, seed, generators and checkpoint.
+
+    On CUDA each model's steps go to a stream of its own, so that the small kernels (or graph replays) of
+    one model can overlap those of the others; the batches are issued round-robin and the streams meet
+    once per epoch, for validation and the checkpoints. Elsewhere the same round-robin runs in order,
+    which the CPU tests compare with separate :func:`train_fast` calls. All models share ``spec.epochs``.
+    """
     from tqdm import tqdm
 
     device = torch.device(device)
     graphs = device.type == "cuda" if graphs is None else graphs
+    checkpoints = checkpoints if checkpoints is not None else [None] * len(models)
     if graphs and device.type != "cuda":
         raise ValueError("CUDA graphs need a CUDA device")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if spec.autocast_dtype is not None:
-        raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
-    model.to(device).train()
-    use_loop_backend(model)
+    if not models or not len(models) == len(specs) == len(checkpoints):
+        raise ValueError(f"need one spec and one checkpoint (or None) per model: {len(models)} models, "
+                         f"{len(specs)} specs, {len(checkpoints)} checkpoints")
+    if len({spec.epochs for spec in specs}) != 1:
+        raise ValueError(f"models trained together need the same number of epochs, got {[s.epochs for s in specs]}")
+    runs = [_Run(model, spec, device, ckpt) for model, spec, ckpt in zip(models, specs, checkpoints, strict=True)]
     x, y = x.to(device), y.to(device)
-    generator = torch.Generator(device=device).manual_seed(spec.seed)
-    order_gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
-    step = TrainStep(model, spec, device, generator)
-    history, best_state, best_score, start = History(), None, float("-inf"), 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{checkpoint} is not an engine checkpoint (format {state.get('format')!r}); "
-                             "move it away or train with the loop that wrote it")
-        if state["device"] != device.type:
-            raise ValueError(f"{checkpoint} was written on {state['device']}; its random-generator states cannot "
-                             f"resume on {device.type}")
-        model.load_state_dict(state["model"])
-        step.optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].cpu())
-        order_gen.set_state(state["order_generator"].cpu())
-        history = History.from_dict(state["history"])
-        best_state, best_score, start = state["best_model"], state["best_score"], state["epoch"]
-    n = len(x)
-    for epoch in tqdm(range(start, spec.epochs), desc=desc, disable=not progress, initial=start, total=spec.epochs):
+    concurrent = device.type == "cuda" and len(runs) > 1
+    streams = [torch.cuda.Stream(device) if concurrent else None for _ in runs]
+    n, epochs, first = len(x), specs[0].epochs, min(run.start for run in runs)
+    for epoch in tqdm(range(first, epochs), desc=desc, disable=not progress, initial=first, total=epochs):
+        active = [(run, stream) for run, stream in zip(runs, streams, strict=True) if run.start <= epoch]
         tic = time.perf_counter()
-        model.train()
-        step.set_lr(_lr_at(spec, epoch))
-        step.loss_sum.zero_()
-        step.correct.zero_()
-        order = torch.randperm(n, device=device, generator=order_gen)
+        for run, stream in active:
+            with _on(stream):
+                run.begin_epoch(epoch, n)
         batches = 0
         for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            full = len(idx) == batch_size
-            step(x[idx], y[idx], epoch, graph=graphs and full)
+            for run, stream in active:
+                with _on(stream):
+                    run.train_batch(x, y, start, batch_size, epoch, graphs)
             batches += 1
-        record = {
-            "epoch": epoch + 1,
-            "loss": step.loss_sum.item() / n,
-            "accuracy": step.correct.item() / n,
-            "nfe_forward": step.nfe[0],
-            "nfe_backward": step.nfe[1],
-            "iterations": batches,
-            "seconds": time.perf_counter() - tic,
-        }
-        best_score, best_state = validate_and_select(model, spec, record, history, best_score, best_state)
-        if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            save_atomic({"format": CHECKPOINT_FORMAT, "device": device.type, "model": model.state_dict(),
-                         "optimizer": step.optimizer.state_dict(), "generator": generator.get_state(),
-                         "order_generator": order_gen.get_state(), "history": history.as_dict(),
-                         "best_model": best_state, "best_score": best_score, "epoch": epoch + 1}, checkpoint)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return history
+        if concurrent:
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - tic
+        for run, _ in active:
+            run.end_epoch(epoch, n, batches, seconds, len(active))
+    return [run.finish() for run in runs]
+
+
+class _on:
+    """``with _on(stream)``: run on a side CUDA stream that first waits for the default one; no-op for None."""
+
+    def __init__(self, stream: torch.cuda.Stream | None):
+        self.stream = stream
+
+    def __enter__(self):
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+            self.context = torch.cuda.stream(self.stream)
+            self.context.__enter__()
+
+    def __exit__(self, *exc):
+        if self.stream is not None:
+            self.context.__exit__(*exc)

@@ -30,13 +30,16 @@ def now() -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's HEAD; in a copy without ``.git`` (a GPU machine's), ``$ROBUSTODE_GIT_COMMIT`` if set."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        out = None
+    if out is not None and out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip()
+    return os.environ.get("ROBUSTODE_GIT_COMMIT") or None
 
 
 def device_name(device: torch.device | str) -> str:

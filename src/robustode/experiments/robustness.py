@@ -31,7 +31,7 @@ from robustode.data import imgnet10
 from robustode.data.images import is_available as torchvision_available
 from robustode.data.images import load_tensors, subset, tensor_batches, train_val_split
 from robustode.defences import FeatureDenoising, InputRandomisation
-from robustode.engine import train_fast
+from robustode.engine import train_fast, train_fast_many
 from robustode.evaluation import (
     accuracy,
     attack_indices,
@@ -50,7 +50,7 @@ from robustode.paths import results_dir as default_results_dir
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
 from robustode.regularisers import SteadyStateRegulariser
-from robustode.results import fmt_mean_sd, load_results, mean_sd
+from robustode.results import config_key, fmt_mean_sd, load_results, load_run, mean_sd
 from robustode.seeding import seed_everything
 from robustode.tables import flag
 from robustode.training import TrainSpec, train
@@ -81,6 +81,8 @@ def config(profile: str | dict, dataset: str = "MNIST") -> dict:
     for name in cfg["defences"]["randomise"]:
         check_choice("model in defences.randomise", name, MODELS)
     check_choice("trainer", cfg["trainer"], TRAINERS)
+    if not isinstance(cfg["concurrent_seeds"], bool):
+        raise ValueError(f"concurrent_seeds must be true or false, got {cfg['concurrent_seeds']!r}")
     return cfg
 
 
@@ -357,6 +359,20 @@ def trainer_for(cfg: dict, device: torch.device) -> str:
     return "engine (CUDA graphs)" if device.type == "cuda" else "engine (eager)"
 
 
+def train_seeds_together(name: str, seeds: list[int], cfg: dict, data: dict, device: torch.device,
+                         checkpoints: list[Path], progress: bool = True) -> None:
+    """Train the seeds of one model at once with :func:`robustode.engine.train_fast_many` (one CUDA stream
+    each), leaving a finished engine checkpoint per seed; :func:`train_and_evaluate` then finds it and only
+    evaluates. Each seed gets the initial weights and the spec it would get alone."""
+    models, specs = [], []
+    for seed in seeds:
+        seed_everything(seed)
+        models.append(make_model(name, cfg))
+        specs.append(train_spec(name, cfg, seed, data["val"]))
+    train_fast_many(models, *data["train"], specs, cfg["batch_size"], device, progress=progress,
+                    desc=f"{name} seeds {', '.join(map(str, seeds))}", checkpoints=checkpoints)
+
+
 def train_and_evaluate(name: str, seed: int, cfg: dict, data: dict, device: torch.device, checkpoint: Path | None,
                        progress: bool = True) -> dict:
     """One run's metrics: train with Yan et al.'s recipe, then :func:`evaluate` (and input randomisation)."""
@@ -401,10 +417,25 @@ def run(
     threads = torch.get_num_threads()
     if dev.type == "cpu" and cfg["cpu_threads"]:
         torch.set_num_threads(cfg["cpu_threads"])
+    def checkpoint(name: str, seed: int) -> Path | None:
+        """Named with the parameters' hash: a changed profile never resumes a stale run."""
+        key = config_key({**cfg, "model": name})
+        return out / "checkpoints" / f"robustness-{dataset}-{name}-seed{seed}-{key}.pt" if cfg["checkpoint"] else None
+
     try:
+        if cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, dev) != "plain":
+            for name in models:
+                stored = {seed for seed in range(cfg["seeds"])
+                          if resume and load_run(out, f"robustness-{dataset}", f"{name}-seed{seed}", {**cfg, "model": name})}
+                pending = [seed for seed in range(cfg["seeds"]) if seed not in stored]
+                if len(pending) > 1:
+                    if not data:
+                        data.update(load_data(cfg, dev, imagenet_root))
+                    train_seeds_together(name, pending, cfg, data, dev,
+                                         [checkpoint(name, seed).with_suffix(".engine.pt") for seed in pending], progress)
         for seed in range(cfg["seeds"]):
             for name in models:
-                ckpt = out / "checkpoints" / f"robustness-{dataset}-{name}-seed{seed}.pt" if cfg["checkpoint"] else None
+                ckpt = checkpoint(name, seed)
 
                 def compute(name=name, seed=seed, ckpt=ckpt) -> dict:
                     if not data:
