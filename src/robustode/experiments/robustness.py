@@ -621,7 +621,8 @@ def curves(results_dir: Path, dataset: str, models: tuple[str, ...] = TABLE_MODE
 
 
 def run_summary(results_dir: Path, dataset: str) -> list[dict]:
-    """Per run: parameters, epochs, best epoch, validation accuracy, clean test accuracy, wall time."""
+    """Per run: parameters, epochs, best epoch, validation accuracy, clean test accuracy, trainer, wall time
+    (for seeds trained together, the wall time they shared)."""
     runs = _runs(results_dir, dataset)
     rows = _not_run_rows(runs, dataset, CHAPTER_MODELS)
     for r in runs:
@@ -632,8 +633,15 @@ def run_summary(results_dir: Path, dataset: str) -> list[dict]:
                      "train images": p["train_size"] or "all", "epochs": len(epochs), "selected epoch": best,
                      "val. acc. (noisy) %": f"{100 * epochs[best - 1]['val_noisy_accuracy']:.1f}" if best else "—",
                      "clean test acc. %": f"{100 * m['clean']:.1f}",
+                     "trainer": _trainer_label(m, epochs, r["provenance"]["device"]),
                      "train time s": f"{sum(e['seconds'] for e in epochs):.0f}"})
     return rows
+
+
+def _trainer_label(metrics: dict, epochs: list[dict], device: str) -> str:
+    label = metrics.get("trainer", "plain")
+    together = max((e.get("concurrent_runs", 1) for e in epochs), default=1)
+    return f"{label}{f', {together} seeds at once' if together > 1 else ''} on {device}"
 
 
 def steadiness_table(results_dir: Path, dataset: str) -> list[dict]:
