@@ -24,12 +24,18 @@ def _count(name: str, dataset: str) -> Reproduced:
     return Reproduced((float(count_parameters(build_model(name, dataset))),), exact=True)
 
 
-def _from_runs(runs: list[dict], values: list[float], dataset: str) -> Reproduced:
+def _no_results(results_dir: Path) -> str:
+    if Path(results_dir).name == "full":
+        return "no results file yet: this full-profile run needs GPU time it has not had (see Reproducing)"
+    return "no results file for this profile"
+
+
+def _from_runs(runs: list[dict], values: list[float], dataset: str, results_dir: Path) -> Reproduced:
     if values:
         return Reproduced(tuple(values), _device(runs))
     if not is_available(dataset):
         return Reproduced(reason=DATA_MISSING.format(dataset))
-    return Reproduced(reason="no results file for this profile")
+    return Reproduced(reason=_no_results(results_dir))
 
 
 ATTENTION_MODELS = {"Classic Attention": "ClassicAttention", "Neural ODE Attention": "ODEAttention"}
@@ -46,7 +52,7 @@ def _table_3(printed: Printed, results_dir: Path) -> Reproduced:
         values = [t["median_s"] for r in runs for t in r["metrics"].get("timings", []) if t["batch"] == 1]
     else:
         values = [r["metrics"][column] for r in runs]
-    return _from_runs(runs, values, dataset)
+    return _from_runs(runs, values, dataset, results_dir)
 
 
 ANODE_PARAMETER_MODELS = {
@@ -79,7 +85,7 @@ def _anode_table_1(printed: Printed, results_dir: Path) -> Reproduced:
     runs = load_results(results_dir, experiment_name(dataset))
     mine = [r for r in runs if r["params"]["model"] == r["params"]["table_1"][dataset][role] and not r["metrics"]["failure"]]
     values = [100 * r["metrics"]["test"]["accuracy"] for r in mine if r["metrics"]["test"]["accuracy"] is not None]
-    return _from_runs(mine, values, dataset)
+    return _from_runs(mine, values, dataset, results_dir)
 
 
 def _robustness_values(results_dir: Path, dataset: str, key: str, model: str) -> Reproduced:
@@ -91,7 +97,7 @@ def _robustness_values(results_dir: Path, dataset: str, key: str, model: str) ->
     if values:
         return Reproduced(tuple(values), _device(runs))
     ok, reason = robustness.available(dataset)
-    return Reproduced(reason=reason if not ok else "no results file for this profile")
+    return Reproduced(reason=reason if not ok else _no_results(results_dir))
 
 
 @provider("table_1_robustness")
