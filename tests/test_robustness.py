@@ -189,12 +189,18 @@ def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_pa
 
 @needs_mnist
 @pytest.mark.slow
-def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_cpu_default(monkeypatch, tmp_path):
+def checkpointed_profile(monkeypatch, tmp_path, **common) -> dict:
+    """The tiny profile with checkpoints, a two-image AutoAttack, real data and an isolated results folder."""
     monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
     monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
     prof = tiny_profile()
-    prof["robustness"]["common"].update(checkpoint=True, epochs=2)
-    prof["robustness"]["evaluation"].update(autoattack={**prof["robustness"]["evaluation"]["autoattack"], "images": 2})
+    prof["robustness"]["common"].update(checkpoint=True, **common)
+    prof["robustness"]["evaluation"]["autoattack"]["images"] = 2
+    return prof
+
+
+def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_cpu_default(monkeypatch, tmp_path):
+    prof = checkpointed_profile(monkeypatch, tmp_path, epochs=2)
     assert robustness.trainer_for(robustness.config(prof), torch.device("cpu")) == "plain"
     prof["robustness"]["common"]["trainer"] = "engine"
     run = robustness.run(prof, ["CNN"], "MNIST", "cpu", tmp_path / "r", progress=False)[0]
@@ -206,11 +212,7 @@ def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_c
 @needs_mnist
 @pytest.mark.slow
 def test_seeds_trained_together_give_the_runs_they_give_one_at_a_time(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
-    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
-    prof = tiny_profile()
-    prof["robustness"]["common"].update(checkpoint=True, seeds=2, trainer="engine")
-    prof["robustness"]["evaluation"].update(autoattack={**prof["robustness"]["evaluation"]["autoattack"], "images": 2})
+    prof = checkpointed_profile(monkeypatch, tmp_path, seeds=2, trainer="engine")
     prof["robustness"]["defences"].update(randomise=[])
     metrics = {}
     for together in (False, True):
