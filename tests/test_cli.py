@@ -48,3 +48,37 @@ def test_data_command_reports_missing_sets_and_survives_a_failed_fetch(tmp_path,
     assert "SVHN" in capsys.readouterr().out
     assert main(["data", "--fetch", "--strict", "SVHN"]) == 1
     assert main(["data", "Imagenet21k"]) == 2
+
+
+def _notebook(path, code: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "quick"\ndevice = "auto"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_reproduce_replaces_an_executed_copy_only_when_the_notebook_finished(tmp_path, monkeypatch):
+    import json
+
+    from robustode.reproduce import NotebookFailed, reproduce
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "a_ok.ipynb", "print(profile * 2)")
+    _notebook(tmp_path / "notebooks" / "b_bad.ipynb", "raise RuntimeError('boom')")
+    executed = tmp_path / "results" / "quick" / "notebooks"
+    executed.mkdir(parents=True)
+    (executed / "b_bad.ipynb").write_text("the last finished copy")
+    with pytest.raises(NotebookFailed, match=r"b_bad.ipynb failed in cell \d+ .*RuntimeError: boom.*b_bad.failed.ipynb"):
+        reproduce("quick")
+    assert "quickquick" in (executed / "a_ok.ipynb").read_text()
+    assert (executed / "b_bad.ipynb").read_text() == "the last finished copy"
+    assert (executed / "b_bad.failed.ipynb").exists() and not list(executed.glob("*.partial.ipynb"))
+    manifest = json.loads((tmp_path / "results" / "quick" / "manifest.json").read_text())
+    assert [(e["notebook"], e["status"]) for e in manifest["notebooks"]] == [("a_ok.ipynb", "ok"), ("b_bad.ipynb", "failed")]

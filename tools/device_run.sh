@@ -2,10 +2,12 @@
 # One GPU session's work, prepared so that a single call of the `device` tool does all of it:
 #   bash tools/device_run.sh SECONDS [NOTEBOOK ...]
 # 1. installs .device/wheels (tools/device_kit.sh) into /tmp/site;  2. records the device;
-# 3. runs the engine's tests, the CUDA-graph ones included (if one fails, step 5 is skipped);  4. benchmarks/epoch_time.py, plain vs engine
-# (skip with SKIP_BENCHMARK=1);  5. `reproduce --profile full` for the notebooks, stopped after SECONDS:
-# finished runs are results files, unfinished ones resume from their per-epoch checkpoints next time;
-# 6. packs results/full (checkpoints included) into $OUT/results-full.tar.gz; unpack it in the checkout.
+# 3. runs the engine's tests, the CUDA-graph ones included (if one fails, step 6 is skipped);
+# 4. benchmarks/epoch_time.py: s/epoch, plain vs engine vs 3 seeds at once (SKIP_BENCHMARK=1 skips it);
+# 5. benchmarks/engine_accuracy.py: MNIST test accuracy of both paths over 3 seeds, ACCURACY_EPOCHS (3)
+#    epochs (SKIP_ACCURACY=1 skips it);  6. `reproduce --profile full` for the notebooks, stopped after
+#    SECONDS: finished runs are results files, unfinished ones resume from their per-epoch checkpoints;
+# 7. packs results/full (checkpoints included) into $OUT/results-full.tar.gz; unpack it in the checkout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget=${1:?usage: tools/device_run.sh SECONDS [NOTEBOOK ...]}
@@ -31,6 +33,10 @@ engine_ok=${PIPESTATUS[0]}
 if [ "${SKIP_BENCHMARK:-0}" != 1 ]; then
   "$PY" benchmarks/epoch_time.py --device auto --batches "${BENCH_BATCHES:-60}" 2>&1 | tee "$OUT/benchmark.txt"
 fi
+if [ "${SKIP_ACCURACY:-0}" != 1 ]; then
+  "$PY" benchmarks/engine_accuracy.py --device auto --epochs "${ACCURACY_EPOCHS:-3}" ${ACCURACY_ARGS:-} 2>&1 \
+    | tee "$OUT/engine-accuracy.txt"
+fi
 status=0
 if [ $# -gt 0 ] && [ "$engine_ok" != 0 ]; then
   echo "engine tests failed: no reproduction this time (see engine-tests.log)" | tee "$OUT/reproduce.log"
@@ -39,9 +45,9 @@ elif [ $# -gt 0 ]; then
   timeout -k 30 "$budget" "$PY" -m robustode reproduce --profile full --device auto --log-output --notebooks "$@" \
     >"$OUT/reproduce.log" 2>&1
   status=$?
-  [ $status -eq 124 ] && echo "stopped after $budget s; run again to resume" | tee -a "$OUT/reproduce.log"
+  [ $status -eq 124 ] && echo "stopped after $budget s; run again to resume" >>"$OUT/reproduce.log"
   pkill -f ipykernel_launcher 2>/dev/null; sleep 2
   tail -n 40 "$OUT/reproduce.log"
 fi
-tar czf "$OUT/results-full.tar.gz" --exclude='*.tmp' results/full
+tar czf "$OUT/results-full.tar.gz" --exclude='*.tmp' --exclude='*.partial.ipynb' results/full
 echo "packed: $(du -h "$OUT/results-full.tar.gz" | cut -f1) results/full; reproduce exit status $status"

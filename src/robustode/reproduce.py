@@ -1,12 +1,16 @@
 """Batch reproduction: run the book's notebooks through papermill for one profile.
 
 Executed copies go to ``results/<profile>/notebooks/`` and a manifest (status, duration, parameters,
-commit) to ``results/<profile>/manifest.json``. A failing notebook stops the batch with a message
-naming the notebook and the cell; the manifest of what already ran is kept.
+commit) to ``results/<profile>/manifest.json``. A notebook executes into ``<name>.partial.ipynb`` and
+replaces ``<name>.ipynb`` only when it finished, so a run that is stopped or fails never leaves a
+half-executed copy where the book looks for one (and never loses the last finished copy). A failing
+notebook is kept as ``<name>.failed.ipynb`` and stops the batch with a message naming the notebook
+and the cell; the manifest of what already ran is kept.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,16 +76,21 @@ def reproduce(
                  "parameters": parameters, "started": now()}
         tic = time.perf_counter()
         print(f"[reproduce] {path.name} (profile={profile}, device={device})", file=sys.stderr, flush=True)
+        partial = target.with_name(f"{path.stem}.partial.ipynb")
         try:
             pm.execute_notebook(
-                str(path), str(target), parameters=parameters, kernel_name="python3",
+                str(path), str(partial), parameters=parameters, kernel_name="python3",
                 cwd=str(path.parent), log_output=log_output, progress_bar=False,
             )
+            os.replace(partial, target)
             entry["status"] = "ok"
         except pm.PapermillExecutionError as err:
+            target = target.with_name(f"{path.stem}.failed.ipynb")
+            os.replace(partial, target)
             entry["status"] = "failed"
             entry["error"] = f"{err.ename}: {err.evalue}"
             entry["cell"] = _failed_cell(target)
+            entry["output"] = str(target.relative_to(root)) if target.is_relative_to(root) else str(target)
         entry["seconds"] = round(time.perf_counter() - tic, 1)
         entry["finished"] = now()
         manifest["notebooks"] = [e for e in manifest["notebooks"] if e["notebook"] != path.name] + [entry]

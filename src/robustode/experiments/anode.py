@@ -34,7 +34,7 @@ from robustode.models.conv_anode import ConvDynamics, ConvODENet
 from robustode.odeblock import FIXED_GRID_METHODS, ODEBlock, SolverFailure, check_method, solver_guard
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
-from robustode.results import fmt_mean_sd, load_results, mean_sd
+from robustode.results import config_key, fmt_mean_sd, load_results, mean_sd
 from robustode.seeding import seed_everything
 from robustode.training import TrainSpec, train
 
@@ -242,8 +242,9 @@ def _train_variant(
     return metrics
 
 
-def _checkpoint(results_dir: Path, cfg: dict, experiment: str, run: str) -> Path | None:
-    return Path(results_dir) / "checkpoints" / experiment / f"{run}.pt" if cfg["checkpoint"] else None
+def _checkpoint(results_dir: Path, cfg: dict, experiment: str, run: str, params: dict) -> Path | None:
+    """Named with the parameters' hash: a changed profile never resumes a stale run."""
+    return Path(results_dir) / "checkpoints" / experiment / f"{run}-{config_key(params)}.pt" if cfg["checkpoint"] else None
 
 
 def image_classification(
@@ -270,9 +271,9 @@ def image_classification(
                 runs.append(run_once(
                     results_dir, experiment, run, params=params, seed=seed, profile=_profile_name(profile), device=dev,
                     resume=cfg["resume"],
-                    compute=lambda name=name, variant=variant, seed=seed, run=run: _train_variant(
-                        dataset, name, variant, cfg, seed, data, dev, _checkpoint(results_dir, cfg, experiment, run),
-                        progress, f"{dataset} {name} seed {seed}"),
+                    compute=lambda name=name, variant=variant, seed=seed, run=run, params=params: _train_variant(
+                        dataset, name, variant, cfg, seed, data, dev,
+                        _checkpoint(results_dir, cfg, experiment, run, params), progress, f"{dataset} {name} seed {seed}"),
                 ))
     return runs
 
@@ -293,9 +294,10 @@ def instability(profile: str | dict, device: str = "auto", results_dir: Path | N
             runs.append(run_once(
                 results_dir, "anode-instability", run, params=params, seed=seed, profile=_profile_name(profile),
                 device=dev, resume=cfg["resume"],
-                compute=lambda seed=seed, run=run: _train_variant(
+                compute=lambda seed=seed, run=run, params=params: _train_variant(
                     dataset, cfg["model"], {"filters": cfg["filters"], "augment_dim": cfg["augment_dim"]}, cfg, seed,
-                    data, dev, _checkpoint(results_dir, cfg, "anode-instability", run), progress, f"instability seed {seed}"),
+                    data, dev, _checkpoint(results_dir, cfg, "anode-instability", run, params), progress,
+                    f"instability seed {seed}"),
             ))
     return runs
 

@@ -1,0 +1,43 @@
+"""The benchmark scripts run end to end (tiny sizes on CPU) and print the rows they promise."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustode.experiments import robustness
+from robustode.paths import data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ROBUSTODE_DATA": str(data_dir())}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_epoch_time_prints_plain_engine_and_together_times_with_ratios():
+    out = _run("epoch_time.py", "--device", "cpu", "--batches", "1", "--models", "CNN", "--together", "2")
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("CNN"))
+    assert len(re.findall(r"\d+\.\d+x", row)) == 2
+
+
+def test_epoch_time_refuses_bad_arguments_before_any_work():
+    out = _run("epoch_time.py", "--batches", "0")
+    assert out.returncode == 2 and "--batches must be positive" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not robustness.available("MNIST")[0], reason="MNIST not in data/")
+def test_engine_accuracy_compares_both_paths_over_seeds():
+    out = _run("engine_accuracy.py", "--device", "cpu", "--train-size", "256", "--width", "4", "--epochs", "1",
+               "--seeds", "2", "--model", "CNN")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^plain .* ± .* ± ", out.stdout, re.M) and re.search(r"^engine .* ± .* ± ", out.stdout, re.M)
+    assert re.search(r"clean: engine - plain = [+-]\d+\.\d\d points, (within|outside)", out.stdout)
