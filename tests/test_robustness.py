@@ -219,6 +219,8 @@ def test_seeds_trained_together_give_the_runs_they_give_one_at_a_time(monkeypatc
         prof["robustness"]["common"]["concurrent_seeds"] = together
         runs = robustness.run(prof, ["ODENet"], "MNIST", "cpu", tmp_path / str(together), progress=False)
         metrics[together] = [(r["metrics"]["history"]["epochs"][-1]["loss"], r["metrics"]["clean"]) for r in runs]
+        shared = {r["metrics"]["history"]["epochs"][-1].get("concurrent_runs") for r in runs}
+        assert shared == ({2} if together else {None})
     assert metrics[True] == metrics[False] and metrics[True][0] != metrics[True][1]
 
 

@@ -137,8 +137,6 @@ class _Run:
     """One model's training state inside the engine: its step, generators, history and checkpoint."""
 
     def __init__(self, model: nn.Module, spec: TrainSpec, device: torch.device, checkpoint: Path | None):
-        if spec.autocast_dtype is not None:
-            raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
         self.model, self.spec, self.device, self.checkpoint = model, spec, device, checkpoint
         model.to(device).train()
         use_loop_backend(model)
@@ -260,6 +258,8 @@ def train_fast_many(
     if not models or not len(models) == len(specs) == len(checkpoints):
         raise ValueError(f"need one spec and one checkpoint (or None) per model: {len(models)} models, "
                          f"{len(specs)} specs, {len(checkpoints)} checkpoints")
+    if any(spec.autocast_dtype is not None for spec in specs):
+        raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
     if len({spec.epochs for spec in specs}) != 1:
         raise ValueError(f"models trained together need the same number of epochs, got {[s.epochs for s in specs]}")
     runs = [_Run(model, spec, device, ckpt) for model, spec, ckpt in zip(models, specs, checkpoints, strict=True)]

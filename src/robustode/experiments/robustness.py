@@ -422,17 +422,19 @@ def run(
         key = config_key({**cfg, "model": name})
         return out / "checkpoints" / f"robustness-{dataset}-{name}-seed{seed}-{key}.pt" if cfg["checkpoint"] else None
 
+    together = cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, dev) != "plain"
+    trained_together: set[str] = set()
+
+    def train_pending_seeds_together(name: str) -> None:
+        """At a model's first run to compute: train all its seeds without results at once (engine)."""
+        trained_together.add(name)
+        pending = [seed for seed in range(cfg["seeds"]) if not (
+            resume and load_run(out, f"robustness-{dataset}", f"{name}-seed{seed}", {**cfg, "model": name}))]
+        if len(pending) > 1:
+            train_seeds_together(name, pending, cfg, data, dev,
+                                 [checkpoint(name, seed).with_suffix(".engine.pt") for seed in pending], progress)
+
     try:
-        if cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, dev) != "plain":
-            for name in models:
-                stored = {seed for seed in range(cfg["seeds"])
-                          if resume and load_run(out, f"robustness-{dataset}", f"{name}-seed{seed}", {**cfg, "model": name})}
-                pending = [seed for seed in range(cfg["seeds"]) if seed not in stored]
-                if len(pending) > 1:
-                    if not data:
-                        data.update(load_data(cfg, dev, imagenet_root))
-                    train_seeds_together(name, pending, cfg, data, dev,
-                                         [checkpoint(name, seed).with_suffix(".engine.pt") for seed in pending], progress)
         for seed in range(cfg["seeds"]):
             for name in models:
                 ckpt = checkpoint(name, seed)
@@ -440,6 +442,8 @@ def run(
                 def compute(name=name, seed=seed, ckpt=ckpt) -> dict:
                     if not data:
                         data.update(load_data(cfg, dev, imagenet_root))
+                    if together and name not in trained_together:
+                        train_pending_seeds_together(name)
                     return train_and_evaluate(name, seed, cfg, data, dev, ckpt, progress)
 
                 runs.append(run_once(out, f"robustness-{dataset}", f"{name}-seed{seed}", params={**cfg, "model": name},
