@@ -216,6 +216,19 @@ def test_with_an_empty_data_folder_the_experiments_run_nothing_and_the_summaries
     assert figs.validation_curves([], "MNIST") is None and figs.mean_attention([], []) is None
 
 
+def test_a_machine_without_the_data_keeps_results_computed_where_the_data_were(results_tmp, monkeypatch):
+    monkeypatch.setenv("ROBUSTODE_DATA", str(results_tmp / "empty-data"))
+    out = results_tmp / "results" / "quick"
+    kept = [out / "attention-table3" / "ODEAttention-MNIST-seed0.json", out / "attention-precision" / "MNIST.json"]
+    stale = out / "attention-table3" / "ODEAttention-SVHN-seed0.json"  # no longer in the plan
+    for path in (*kept, stale):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert exp.table3(_tiny_profile(), "cpu", out, progress=False) == []
+    assert exp.precision_nfe(_tiny_profile(), out) is None
+    assert all(path.exists() for path in kept) and not stale.exists()
+
+
 @needs_mnist
 def test_a_tiny_table3_run_writes_files_that_the_summaries_read(results_tmp, monkeypatch):
     monkeypatch.setenv("ROBUSTODE_DATA", str(DATA))

@@ -266,10 +266,11 @@ def table3(profile: str | dict, device: str = "auto", results_dir: Path | None =
     nothing can run: it marks that this profile's Table III was attempted here."""
     cfg = config(profile)
     dev = resolve_device(device)
-    planned = [(name, dataset, repetitions) for name, dataset, repetitions in _runs(cfg) if is_available(dataset)]
     (Path(results_dir) / "attention-table3").mkdir(parents=True, exist_ok=True)
+    # Runs of data sets missing here stay: they are part of the plan, computed where the data were.
     prune_unplanned(results_dir, "attention-table3",
-                    {f"{name}-{dataset}-seed{seed}" for name, dataset, reps in planned for seed in range(reps)})
+                    {f"{name}-{dataset}-seed{seed}" for name, dataset, reps in _runs(cfg) for seed in range(reps)})
+    planned = [(name, dataset, repetitions) for name, dataset, repetitions in _runs(cfg) if is_available(dataset)]
     runs = []
     with cpu_threads(cfg["cpu_threads"]):
         for name, dataset, repetitions in planned:
@@ -318,8 +319,9 @@ def first_call(profile: str | dict, device: str = "auto", results_dir: Path | No
         return []
     pair = ["ClassicAttention", "ODEAttention"]
     targets = list(dict.fromkeys(["cpu", dev.type]))
+    # CUDA runs stay when a CPU-only machine re-renders: they were measured where a GPU was.
     prune_unplanned(results_dir, "attention-first-call",
-                    {f"{t}-{'-then-'.join(order)}" for t in targets for order in (pair, pair[::-1])})
+                    {f"{t}-{'-then-'.join(order)}" for t in ("cpu", "cuda") for order in (pair, pair[::-1])})
     runs = []
     for target in targets:
         for order in (pair, pair[::-1]):
@@ -340,12 +342,11 @@ def precision_nfe(profile: str | dict, results_dir: Path | None = None) -> dict 
 
     A half-precision field is only accurate to about 1e-3 relative; an adaptive solver asked for a tighter
     tolerance sees that rounding noise as local error and keeps shrinking its steps.
-    Without MNIST on disk nothing runs (a stored result is removed) and None is returned;
-    :func:`precision_rows` then says "not run: data missing".
+    Without MNIST on disk nothing runs and None is returned; a result stored where the data were stays,
+    and :func:`precision_rows` says "not run: data missing" only when there is none.
     """
     cfg = config(profile)
     if not is_available("MNIST"):
-        prune_unplanned(results_dir, "attention-precision", set())
         return None
     check = cfg["precision_check"]
     params = {**check, "dataset": "MNIST", "times": cfg["times"], "method": cfg["method"]}
