@@ -164,7 +164,8 @@ def test_engine_refuses_mixed_precision_before_any_work():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_steps_equal_eager_steps_on_the_gpu():
+def test_cuda_graph_steps_equal_eager_steps_on_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # same convolution algorithms on both paths
     from robustode.models.robust import build
     from robustode.regularisers import SteadyStateRegulariser
 
@@ -245,7 +246,8 @@ def test_models_trained_together_need_matching_specs_and_epochs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a GPU")
-def test_models_trained_together_on_streams_equal_models_trained_alone_on_the_gpu():
+def test_models_trained_together_on_streams_equal_models_trained_alone_on_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     from robustode.engine import train_fast_many
     from robustode.models.robust import build
     from robustode.regularisers import SteadyStateRegulariser
