@@ -11,12 +11,13 @@ from robustode.plots import anode as anode_figures
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
 from robustode.tables import markdown_table
+from robustode.timing import cpu_threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     """These tensors are tiny: on a busy 2-core machine a second OpenMP thread only adds waiting."""
-    with anode.intra_op_threads(1):
+    with cpu_threads(1):
         yield
 
 
@@ -201,7 +202,7 @@ def test_non_positive_sizes_are_rejected_in_one_error():
 
 def test_threads_are_restored_after_an_experiment():
     before = torch.get_num_threads()
-    with anode.intra_op_threads(1):
+    with cpu_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 

@@ -5,12 +5,13 @@ from robustode.experiments import anode
 from robustode.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
 from robustode.models.conv_anode import ConvDynamics
 from robustode.odeblock import ODEBlock
+from robustode.timing import cpu_threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     """These tensors are tiny: on a busy 2-core machine a second OpenMP thread only adds waiting."""
-    with anode.intra_op_threads(1):
+    with cpu_threads(1):
         yield
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from robustode.profiles import DEVICES, PROFILES
 
@@ -25,29 +27,31 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reproduce(args: argparse.Namespace) -> int:
-    from robustode.reproduce import NotebookFailed, reproduce
+def _notebook_command(run: Callable[[], Path], label: str) -> int:
+    """Run ``run``; a failing notebook becomes one error line and exit status 1."""
+    from robustode.reproduce import NotebookFailed
 
     try:
-        manifest = reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output)
+        path = run()
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"manifest: {manifest}")
+    print(f"{label}: {path}")
     return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from robustode.reproduce import reproduce
+
+    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output),
+                             "manifest")
 
 
 def _book(args: argparse.Namespace) -> int:
     from robustode.book import build_book
-    from robustode.reproduce import NotebookFailed
 
-    try:
-        html = build_book(args.profile, run=not args.no_run, device=args.device)
-    except NotebookFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"book: {html / 'index.html'}")
-    return 0
+    return _notebook_command(
+        lambda: build_book(args.profile, run=not args.no_run, device=args.device) / "index.html", "book")
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -22,7 +22,9 @@ that each fit a time limit; a resumed run ends with the same weights as an unint
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -287,18 +289,12 @@ def train_fast_many(
     return [run.finish() for run in runs]
 
 
-class _on:
-    """``with _on(stream)``: run on a side CUDA stream that first waits for the default one; no-op for None."""
-
-    def __init__(self, stream: torch.cuda.Stream | None):
-        self.stream = stream
-
-    def __enter__(self):
-        if self.stream is not None:
-            self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
-            self.context = torch.cuda.stream(self.stream)
-            self.context.__enter__()
-
-    def __exit__(self, *exc):
-        if self.stream is not None:
-            self.context.__exit__(*exc)
+@contextlib.contextmanager
+def _on(stream: torch.cuda.Stream | None) -> Iterator[None]:
+    """Run on a side CUDA stream that first waits for the default one; ``None``: where we are."""
+    if stream is None:
+        yield
+        return
+    stream.wait_stream(torch.cuda.current_stream(stream.device))
+    with torch.cuda.stream(stream):
+        yield

@@ -72,8 +72,7 @@ def reproduce(
     parameters = {"profile": profile, "device": device}
     for path in chosen:
         target = out / "notebooks" / path.name
-        entry = {"notebook": path.name, "output": str(target.relative_to(root)) if target.is_relative_to(root) else str(target),
-                 "parameters": parameters, "started": now()}
+        entry = {"notebook": path.name, "output": _shown(target, root), "parameters": parameters, "started": now()}
         tic = time.perf_counter()
         print(f"[reproduce] {path.name} (profile={profile}, device={device})", file=sys.stderr, flush=True)
         partial = target.with_name(f"{path.stem}.partial.ipynb")
@@ -90,7 +89,7 @@ def reproduce(
             entry["status"] = "failed"
             entry["error"] = f"{err.ename}: {err.evalue}"
             entry["cell"] = _failed_cell(target)
-            entry["output"] = str(target.relative_to(root)) if target.is_relative_to(root) else str(target)
+            entry["output"] = _shown(target, root)
         entry["seconds"] = round(time.perf_counter() - tic, 1)
         entry["finished"] = now()
         manifest["notebooks"] = [e for e in manifest["notebooks"] if e["notebook"] != path.name] + [entry]
@@ -99,6 +98,11 @@ def reproduce(
         if entry["status"] != "ok":
             raise NotebookFailed(f"notebook {path.name} failed in {entry['cell']}; executed copy: {target}")
     return manifest_path
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the project root where it lies inside it (the manifest travels with the project)."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _merge(manifest_path: Path, current: dict) -> dict:

@@ -16,9 +16,8 @@ Each run writes a results file; every summary below reads only those files.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,6 +35,7 @@ from robustode.profiles import check_choice, check_positive, experiment_config, 
 from robustode.reference import compare, reference_values
 from robustode.results import config_key, fmt_mean_sd, load_results, mean_sd
 from robustode.seeding import seed_everything
+from robustode.timing import cpu_threads
 from robustode.training import TrainSpec, train
 
 DATA_MISSING = "data missing ({} files not in the data folder)"
@@ -58,22 +58,6 @@ def _config(profile: str | dict, part: str) -> dict:
     if "method" in cfg:
         check_method(cfg["method"])
     return cfg
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` intra-op CPU threads (``None``: torch's default), restoring the old value.
-
-    On a small shared CPU the tensors of these models are too small to split: a second OpenMP
-    thread mostly waits for a busy core, and one thread runs several times faster.
-    """
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def experiment_name(dataset: str) -> str:
@@ -263,7 +247,7 @@ def image_classification(
     data = image_data(dataset, cfg)
     experiment = experiment_name(dataset)
     runs = []
-    with intra_op_threads(cfg["threads"]):
+    with cpu_threads(cfg["threads"]):
         for seed in range(cfg["repetitions"]):
             for name, variant in variants.items():
                 run = f"{name}-seed{seed}"
@@ -287,7 +271,7 @@ def instability(profile: str | dict, device: str = "auto", results_dir: Path | N
     dev = resolve_device(device)
     data = image_data(dataset, cfg)
     runs = []
-    with intra_op_threads(cfg["threads"]):
+    with cpu_threads(cfg["threads"]):
         for seed in range(cfg["repetitions"]):
             run = f"{cfg['model']}-seed{seed}"
             params = {**cfg, "dataset": dataset}
@@ -525,7 +509,7 @@ def memory_cost(profile: str | dict, device: str = "auto", results_dir: Path | N
     settings = _memory_settings(cfg)
     dev = resolve_device(device)
     runs = []
-    with intra_op_threads(cfg["threads"]):
+    with cpu_threads(cfg["threads"]):
         for setting in tqdm(settings, desc="memory", disable=not progress, mininterval=2.0):
             params = {**cfg, "setting": setting}
             runs.append(run_once(

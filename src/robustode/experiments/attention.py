@@ -539,6 +539,14 @@ def _by(runs: list[dict], name: str, dataset: str) -> list[dict]:
     return [r["metrics"] for r in runs if r["params"]["model"] == name and r["params"]["dataset"] == dataset]
 
 
+def _groups(runs: list[dict]) -> Iterator[tuple[str, str, list[dict]]]:
+    """(model, data set, metrics of its seeds) for every pair that has runs, models in first-seen order."""
+    for name in dict.fromkeys(r["params"]["model"] for r in runs):
+        for dataset in DATASETS:
+            if mine := _by(runs, name, dataset):
+                yield name, dataset, mine
+
+
 def _missing_reason(dataset: str) -> str:
     return f"data missing ({dataset} not in the data folder)" if not is_available(dataset) else "not in this profile"
 
@@ -577,20 +585,16 @@ def accuracy_rows(results_dir: Path) -> list[dict]:
     """Every model run (the faithful pair, the text's QKV variants, the linear yardstick): size and test metrics."""
     runs = load_results(results_dir, "attention-table3")
     rows = []
-    for name in dict.fromkeys(r["params"]["model"] for r in runs):
-        for dataset in DATASETS:
-            mine = _by(runs, name, dataset)
-            if not mine:
-                continue
-            rows.append({
-                "model": name, "dataset": dataset, "parameters": f"{mine[0]['parameters']:,}",
-                "test accuracy": fmt_mean_sd([m["accuracy"] for m in mine], 4),
-                "weighted F1": fmt_mean_sd([m["f1"] for m in mine], 4),
-                "macro F1": fmt_mean_sd([m["macro"]["f1"] for m in mine], 4),
-                "test loss": fmt_mean_sd([m["test_loss"] for m in mine], 4),
-                "recall - accuracy": f"{max(abs(m['recall'] - m['accuracy']) for m in mine):.1e}",
-                "best epoch (val)": ", ".join(str(m["history"]["best_epoch"]) for m in mine),
-            })
+    for name, dataset, mine in _groups(runs):
+        rows.append({
+            "model": name, "dataset": dataset, "parameters": f"{mine[0]['parameters']:,}",
+            "test accuracy": fmt_mean_sd([m["accuracy"] for m in mine], 4),
+            "weighted F1": fmt_mean_sd([m["f1"] for m in mine], 4),
+            "macro F1": fmt_mean_sd([m["macro"]["f1"] for m in mine], 4),
+            "test loss": fmt_mean_sd([m["test_loss"] for m in mine], 4),
+            "recall - accuracy": f"{max(abs(m['recall'] - m['accuracy']) for m in mine):.1e}",
+            "best epoch (val)": ", ".join(str(m["history"]["best_epoch"]) for m in mine),
+        })
     return rows or _not_run_rows(results_dir, ("model", "dataset", "parameters", "test accuracy", "weighted F1", "macro F1",
                                                "test loss", "recall - accuracy", "best epoch (val)"), "test accuracy",
                                  model="all models")
@@ -619,19 +623,18 @@ def attention_rows(results_dir: Path) -> list[dict]:
     """The "collapses to one position" claim as numbers: entropy, effective positions, largest weight, mean +- sd over seeds."""
     runs = load_results(results_dir, "attention-table3")
     rows = []
-    for name in dict.fromkeys(r["params"]["model"] for r in runs):
-        for dataset in DATASETS:
-            mine = [m["attention"] for m in _by(runs, name, dataset) if "attention" in m]
-            if not mine:
-                continue
-            rows.append({
-                "model": name, "dataset": dataset, "rows (L)": mine[0]["positions"],
-                "normalised entropy (0 = one row, 1 = uniform)": fmt_mean_sd([a["normalised_entropy"] for a in mine], 3),
-                "effective rows exp(H)": fmt_mean_sd([a["effective_positions"] for a in mine], 2),
-                "largest weight": fmt_mean_sd([a["max_weight"] for a in mine], 3),
-                "images with a weight > 0.5": fmt_mean_sd([a["share_max_above_half"] for a in mine], 3),
-                "same top row across images": fmt_mean_sd([a["argmax_mode_share"] for a in mine], 3),
-            })
+    for name, dataset, metrics in _groups(runs):
+        mine = [m["attention"] for m in metrics if "attention" in m]
+        if not mine:
+            continue
+        rows.append({
+            "model": name, "dataset": dataset, "rows (L)": mine[0]["positions"],
+            "normalised entropy (0 = one row, 1 = uniform)": fmt_mean_sd([a["normalised_entropy"] for a in mine], 3),
+            "effective rows exp(H)": fmt_mean_sd([a["effective_positions"] for a in mine], 2),
+            "largest weight": fmt_mean_sd([a["max_weight"] for a in mine], 3),
+            "images with a weight > 0.5": fmt_mean_sd([a["share_max_above_half"] for a in mine], 3),
+            "same top row across images": fmt_mean_sd([a["argmax_mode_share"] for a in mine], 3),
+        })
     return rows or _not_run_rows(results_dir, ("model", "dataset", "rows (L)", "normalised entropy (0 = one row, 1 = uniform)",
                                                "effective rows exp(H)", "largest weight", "images with a weight > 0.5",
                                                "same top row across images"), "normalised entropy (0 = one row, 1 = uniform)",

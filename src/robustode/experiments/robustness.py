@@ -53,6 +53,7 @@ from robustode.regularisers import SteadyStateRegulariser
 from robustode.results import config_key, fmt_mean_sd, load_results, load_run, mean_sd
 from robustode.seeding import seed_everything
 from robustode.tables import flag
+from robustode.timing import cpu_threads
 from robustode.training import TrainSpec, train
 
 DATASETS = ("MNIST", "SVHN", "ImgNet10")
@@ -414,13 +415,14 @@ def run(
     resume = cfg["resume"] if resume is None else resume
     data: dict = {}
     runs = []
-    threads = torch.get_num_threads()
-    if dev.type == "cpu" and cfg["cpu_threads"]:
-        torch.set_num_threads(cfg["cpu_threads"])
+    experiment = f"robustness-{dataset}"
+
+    def params(name: str) -> dict:
+        return {**cfg, "model": name}
+
     def checkpoint(name: str, seed: int) -> Path | None:
         """Named with the parameters' hash: a changed profile never resumes a stale run."""
-        key = config_key({**cfg, "model": name})
-        return out / "checkpoints" / f"robustness-{dataset}-{name}-seed{seed}-{key}.pt" if cfg["checkpoint"] else None
+        return out / "checkpoints" / f"{experiment}-{name}-seed{seed}-{config_key(params(name))}.pt" if cfg["checkpoint"] else None
 
     together = cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, dev) != "plain"
     trained_together: set[str] = set()
@@ -428,13 +430,13 @@ def run(
     def train_pending_seeds_together(name: str) -> None:
         """At a model's first run to compute: train all its seeds without results at once (engine)."""
         trained_together.add(name)
-        pending = [seed for seed in range(cfg["seeds"]) if not (
-            resume and load_run(out, f"robustness-{dataset}", f"{name}-seed{seed}", {**cfg, "model": name}))]
+        pending = [seed for seed in range(cfg["seeds"])
+                   if not (resume and load_run(out, experiment, f"{name}-seed{seed}", params(name)))]
         if len(pending) > 1:
             train_seeds_together(name, pending, cfg, data, dev,
                                  [checkpoint(name, seed).with_suffix(".engine.pt") for seed in pending], progress)
 
-    try:
+    with cpu_threads(cfg["cpu_threads"] if dev.type == "cpu" else None):
         for seed in range(cfg["seeds"]):
             for name in models:
                 ckpt = checkpoint(name, seed)
@@ -446,10 +448,8 @@ def run(
                         train_pending_seeds_together(name)
                     return train_and_evaluate(name, seed, cfg, data, dev, ckpt, progress)
 
-                runs.append(run_once(out, f"robustness-{dataset}", f"{name}-seed{seed}", params={**cfg, "model": name},
-                                     seed=seed, profile=profile_name(profile), device=dev, resume=resume, compute=compute))
-    finally:
-        torch.set_num_threads(threads)
+                runs.append(run_once(out, experiment, f"{name}-seed{seed}", params=params(name), seed=seed,
+                                     profile=profile_name(profile), device=dev, resume=resume, compute=compute))
     return runs
 
 
