@@ -20,7 +20,7 @@ def test_full_profile_follows_dupont_et_al():
 
 
 def test_unknown_profile_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="choose one of: quick, full"):
+    with pytest.raises(ValueError, match="choose one of: quick, paper-short, full"):
         load_profile("fast")
 
 

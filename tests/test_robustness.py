@@ -187,8 +187,6 @@ def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_pa
     assert robustness.defence_table(results_tmp / "r")[1]["model"] == "TisODE + input randomisation"
 
 
-@needs_mnist
-@pytest.mark.slow
 def checkpointed_profile(monkeypatch, tmp_path, **common) -> dict:
     """The tiny profile with checkpoints, a two-image AutoAttack, real data and an isolated results folder."""
     monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
@@ -199,6 +197,8 @@ def checkpointed_profile(monkeypatch, tmp_path, **common) -> dict:
     return prof
 
 
+@needs_mnist
+@pytest.mark.slow
 def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_cpu_default(monkeypatch, tmp_path):
     prof = checkpointed_profile(monkeypatch, tmp_path, epochs=2)
     assert robustness.trainer_for(robustness.config(prof), torch.device("cpu")) == "plain"
@@ -206,7 +206,9 @@ def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_c
     run = robustness.run(prof, ["CNN"], "MNIST", "cpu", tmp_path / "r", progress=False)[0]
     assert run["metrics"]["trainer"] == "engine (eager)" and run["params"]["trainer"] == "engine"
     assert [e["epoch"] for e in run["metrics"]["history"]["epochs"]] == [1, 2]
-    assert len(list((tmp_path / "r" / "checkpoints").glob("robustness-MNIST-CNN-seed0-*.engine.pt"))) == 1
+    # The finished model is kept (re-evaluation needs no retraining); its resume state is dropped.
+    assert len(list((tmp_path / "r" / "models" / "robustness-MNIST").glob("CNN-seed0-*.pt"))) == 1
+    assert not list((tmp_path / "r" / "checkpoints").rglob("*.pt"))
 
 
 @needs_mnist

@@ -80,23 +80,35 @@ def sign_attack(
     model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, checks: int, keep_iterates: bool = False,
 ) -> AttackResult:
     """Yan et al.'s loop: ``checks`` iterates x0, x1, ... are checked; between them a sign step of ``step``
-    decreases the margin loss and is projected onto the eps-ball and [0, 1]."""
+    decreases the margin loss and is projected onto the eps-ball and [0, 1].
+
+    Under the any-iterate rule an image misclassified once stays broken, so later steps only run on the
+    images still robust (per-image gradients do not depend on the batch: the models normalise per sample).
+    ``x_adv`` holds each image's last iterate computed. With ``keep_iterates`` every image is carried to
+    the end, so that other models can judge all iterates (transfer attacks).
+    """
     if eps < 0 or step < 0 or checks < 1:
         raise ValueError(f"need eps >= 0, step >= 0 and checks >= 1, got {eps}, {step}, {checks}")
     x_adv = x.detach().clone()
     robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    active = torch.arange(len(x), device=x.device)
     iterates = []
     for i in range(checks):
         if keep_iterates:
             iterates.append(x_adv.detach().clone())
-        x_adv.requires_grad_(True)
+        xs = x_adv[active].requires_grad_(True)
         with torch.enable_grad():
-            logits = model(x_adv)
-            robust &= logits.argmax(1) == y
+            logits = model(xs)
+            correct = logits.argmax(1) == y[active]
+            robust[active] = robust[active] & correct
             if i == checks - 1:
                 break
-            grad = torch.autograd.grad(margin_loss(logits, y).sum(), x_adv)[0]
-        x_adv = project(x_adv.detach() - step * grad.sign(), x, eps)
+            grad = torch.autograd.grad(margin_loss(logits, y[active]).sum(), xs)[0]
+        x_adv[active] = project(xs.detach() - step * grad.sign(), x[active], eps)
+        if not keep_iterates:
+            active = active[correct]
+            if len(active) == 0:
+                break
     return AttackResult(robust, x_adv.detach(), iterates if keep_iterates else None)
 
 
@@ -139,13 +151,21 @@ def pgd_strong(
     robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
     history = []
     for _ in range(restarts):
+        # Drawn for every image, so each image's start does not depend on which others are still robust.
         start = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
-        x_adv = project(x + eps * start, x, eps)
+        # An image broken by an earlier iterate or restart stays broken: only the robust ones are attacked.
+        active = robust.nonzero().squeeze(1)
+        x_adv = project(x[active] + eps * start[active], x[active], eps)
         for _ in range(steps):
-            grad, pred = _eot_gradient(model, x_adv, y, eot)
-            robust &= pred == y
-            x_adv = project(x_adv.detach() + alpha * grad.sign(), x, eps)
-        robust &= _predict(model, x_adv) == y
+            if len(active) == 0:
+                break
+            grad, pred = _eot_gradient(model, x_adv, y[active], eot)
+            correct = pred == y[active]
+            robust[active] = robust[active] & correct
+            x_adv = project(x_adv.detach() + alpha * grad.sign(), x[active], eps)[correct]
+            active = active[correct]
+        if len(active):
+            robust[active] = robust[active] & (_predict(model, x_adv) == y[active])
         history.append(robust.clone())
     return {"robust_after_restart": [r.cpu().tolist() for r in history]}
 

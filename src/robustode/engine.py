@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustode.budget import Deadline
 from robustode.odeblock import LOOP_METHODS, ODEBlock, nfe_counts
-from robustode.training import History, TrainSpec, save_atomic, validate_and_select
+from robustode.training import History, TrainSpec, next_epoch_estimate, save_atomic, validate_and_select
 
 CHECKPOINT_FORMAT = "robustode.engine/1"
 
@@ -216,6 +217,8 @@ def train_fast(
     progress: bool = True,
     desc: str = "train (engine)",
     checkpoint: Path | None = None,
+    deadline: Deadline | None = None,
+    epoch_estimate: float = 0.0,
 ) -> History:
     """Train on device-resident tensors ``x, y`` with the engine; returns a :class:`History` like
     :func:`robustode.training.train` (per-epoch records, selection on ``spec.select_on``).
@@ -225,7 +228,8 @@ def train_fast(
     is saved after every epoch and a run that finds the file resumes from it (``weights_only=True``); a
     plain-loop checkpoint is refused with a clear error rather than misread.
     """
-    return train_fast_many([model], x, y, [spec], batch_size, device, graphs, progress, desc, [checkpoint])[0]
+    return train_fast_many([model], x, y, [spec], batch_size, device, graphs, progress, desc, [checkpoint], deadline,
+                           epoch_estimate)[0]
 
 
 def train_fast_many(
@@ -239,6 +243,8 @@ def train_fast_many(
     progress: bool = True,
     desc: str = "train (engine)",
     checkpoints: list[Path | None] | None = None,
+    deadline: Deadline | None = None,
+    epoch_estimate: float = 0.0,
 ) -> list[History]:
     """Train several models on the same data at once (the seeds of one configuration, say), each exactly as
     :func:`train_fast` would train it alone: own initial weights, spec, seed, generators and checkpoint.
@@ -247,6 +253,7 @@ def train_fast_many(
     one model can overlap those of the others; the batches are issued round-robin and the streams meet
     once per epoch, for validation and the checkpoints. Elsewhere the same round-robin runs in order,
     which the CPU tests compare with separate :func:`train_fast` calls. All models share ``spec.epochs``.
+    With ``deadline``, an epoch starts only if it is expected to end in time (as :func:`robustode.training.train`).
     """
     from tqdm import tqdm
 
@@ -271,6 +278,9 @@ def train_fast_many(
     n, epochs, first = len(x), specs[0].epochs, min(run.start for run in runs)
     for epoch in tqdm(range(first, epochs), desc=desc, disable=not progress, initial=first, total=epochs):
         active = [(run, stream) for run, stream in zip(runs, streams, strict=True) if run.start <= epoch]
+        if deadline is not None:
+            estimate = max(next_epoch_estimate(run.history, epoch_estimate) for run, _ in active)
+            deadline.check(estimate, f"{desc}: epoch {epoch + 1} of {epochs}")
         tic = time.perf_counter()
         for run, stream in active:
             with _on(stream):

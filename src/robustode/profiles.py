@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-PROFILES = ("quick", "full")
+PROFILES = ("quick", "paper-short", "full")
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -64,9 +64,15 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
     }
 
 
+# How a run is executed, not what it computes: switching one must not orphan stored results or checkpoints.
+EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume"})
+
+
 def config_key(params: dict) -> str:
-    """A short stable hash of a run's parameters: a run is reused only if they match exactly."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """A short stable hash of the parameters that change a run's numbers (not :data:`EXECUTION_ONLY`):
+    a stored run is reused, and a checkpoint resumed, only if these match exactly."""
+    numeric = {k: v for k, v in params.items() if k not in EXECUTION_ONLY}
+    return hashlib.sha256(json.dumps(numeric, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
@@ -125,7 +131,8 @@ def load_run(results_dir: Path, experiment: str, run: str, params: dict | None =
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    if params is not None and data.get("config_key") != config_key(params):
+    # The key is recomputed from the stored parameters, so files written before a change of the key's rule stay valid.
+    if params is not None and config_key(data.get("params", {})) != config_key(params):
         return None
     return data
 

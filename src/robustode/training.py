@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from robustode.budget import Deadline
 from robustode.odeblock import SolverFailure, nfe_counts, solver_guard
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -103,6 +104,11 @@ def validate_and_select(
     return best_score, best_state
 
 
+def next_epoch_estimate(history: History, fallback: float) -> float:
+    """Seconds the next epoch will likely take: the last epoch this run recorded, else ``fallback``."""
+    return history.epochs[-1]["seconds"] if history.epochs else fallback
+
+
 def save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
@@ -117,12 +123,18 @@ def train(
     checkpoint: Path | None = None,
     progress: bool = True,
     desc: str = "train",
+    deadline: Deadline | None = None,
+    epoch_estimate: float = 0.0,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
     ``batches(epoch)`` yields the epoch's ``(x, y)`` batches (a DataLoader wrapped in a lambda, or
     tensors sliced on the device). With ``checkpoint``, state is saved after every epoch and a run
-    that finds the file resumes from it (loaded with ``weights_only=True``).
+    that finds the file resumes from it (loaded with ``weights_only=True``). With ``deadline``, an
+    epoch starts only if it is expected to end in time (the run's last epoch, else ``epoch_estimate``
+    seconds); otherwise :class:`~robustode.budget.OutOfBudget` is raised at that epoch boundary.
+    ``on_epoch(record)`` is called after every epoch (live progress).
     """
     device = torch.device(device)
     model.to(device)
@@ -151,6 +163,8 @@ def train(
     for epoch in bar:
         if history.failure:
             break
+        if deadline is not None:
+            deadline.check(next_epoch_estimate(history, epoch_estimate), f"{desc}: epoch {epoch + 1} of {spec.epochs}")
         model.train()
         tic, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         nfe_f = nfe_b = 0
@@ -211,6 +225,8 @@ def train(
                 },
                 checkpoint,
             )
+        if on_epoch is not None:
+            on_epoch(record)
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from robustode import attacks
+from robustode.budget import Deadline
 from robustode.data import imgnet10
 from robustode.data.images import is_available as torchvision_available
 from robustode.data.images import load_tensors, subset, tensor_batches, train_val_split
@@ -42,16 +44,15 @@ from robustode.evaluation import (
     robust_accuracy,
     sanity_checks,
 )
-from robustode.experiments import run_once
 from robustode.models import count_parameters
 from robustode.models.robust import ARCHITECTURES, RobustNet, build
 from robustode.noise import NoiseAugmentation
-from robustode.paths import results_dir as default_results_dir
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
 from robustode.regularisers import SteadyStateRegulariser
-from robustode.results import config_key, fmt_mean_sd, load_results, load_run, mean_sd
+from robustode.results import fmt_mean_sd, load_results, mean_sd, now
 from robustode.seeding import seed_everything
+from robustode.store import Store
 from robustode.tables import flag
 from robustode.timing import cpu_threads
 from robustode.training import TrainSpec, train
@@ -283,70 +284,115 @@ def _solver_transfer(model: RobustNet, xa: torch.Tensor, ya: torch.Tensor, cfg: 
             "steps": steps, "accuracy": table}
 
 
-def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool = True, desc: str = "") -> dict:
-    """Everything Table I and the sanity checks need, for one trained model (accuracies in [0, 1])."""
-    model.eval()
+def attack_set(data: dict, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``attack_images`` of Yan et al.'s 1,000 seeded test images."""
     x_test, y_test = data["test"]
-    xn, yn = subset(x_test, y_test, cfg["noise_images"], seed=0)
     idx = torch.as_tensor(attack_indices(len(x_test), 1000)[: cfg["attack_images"]], device=x_test.device)
-    xa, ya = x_test[idx], y_test[idx]
-    clean_correct = predictions(model, xa, cfg["eval_batch"]) == ya
-    keep = clean_correct if cfg.get("conditional") else None
-    stages = ["noise", "faithful", "strong", "sanity"]
+    return x_test[idx], y_test[idx]
+
+
+def pgd_table_eps(dataset: str) -> list[str]:
+    """The PGD epsilons Table I prints for ``dataset`` (strong attacks run at these)."""
+    return [v for _, k, v in table_one_rows(dataset) if k == "pgd"]
+
+
+def evaluation_stages(name: str, cfg: dict) -> list[str]:
+    """The resumable pieces of one model's evaluation, in order: ``noise``, ``faithful``, ``strong <eps>`` per
+    Table I PGD eps, ``sanity`` and, for models in ``defences.randomise``, ``randomised``."""
+    stages = ["noise", "faithful", *(f"strong {eps}" for eps in pgd_table_eps(cfg["dataset"])), "sanity"]
+    return stages + (["randomised"] if name in cfg["defences"]["randomise"] else [])
+
+
+def _stage(stage: str, model: RobustNet, data: dict, cfg: dict, seed: int) -> dict:
+    """One evaluation stage's metrics (accuracies in [0, 1]); see :func:`evaluate`."""
+    x_test, y_test = data["test"]
+    xa, ya = attack_set(data, cfg)
+    if stage == "noise":
+        xn, yn = subset(x_test, y_test, cfg["noise_images"], seed=0)
+        return {"clean": accuracy(model, xn, yn, cfg["eval_batch"]), "noise_images": len(xn),
+                "noise": {str(s): noise_accuracy(model, xn, yn, s, seed=0, batch_size=cfg["eval_batch"]) for s in sigma_grid(cfg)}}
+    if stage == "faithful":
+        clean_correct = predictions(model, xa, cfg["eval_batch"]) == ya
+        keep = clean_correct if cfg.get("conditional") else None
+        return {"attack_images": len(xa), "attack_clean": robust_accuracy(clean_correct),
+                "conditional": bool(cfg.get("conditional")),
+                "faithful": _faithful(model, xa, ya, cfg, keep, {"fgsm": eps_grid(cfg, "fgsm"), "pgd": eps_grid(cfg, "pgd")})}
+    if stage.startswith("strong "):
+        eps = stage.removeprefix("strong ")
+        n = min(cfg["strong"]["images"] or len(x_test), len(x_test))
+        xs, ys = (xa[:n], ya[:n]) if n <= len(xa) else subset(x_test, y_test, n, seed=0)
+        return {"strong": {eps: _strong(model, xs, ys, eps, cfg, seed)}}
+    if stage == "sanity":
+        n = min(cfg["sanity"]["images"], len(xa))
+        strong_one = strong_pgd(model, xa[:n], ya[:n], 1.0, min(cfg["strong"]["steps"]), 1, 1, seed, cfg["eval_batch"])
+        faithful_one = batched_attack(lambda a, b: attacks.pgd(model, a, b, 1.0), xa[:n], ya[:n], cfg["eval_batch"])
+        out = {"sanity": {"eps_one": {"images": n, "strong": robust_accuracy(strong_one[0]),
+                                      "faithful": robust_accuracy(faithful_one)}}}
+        if model.ode_blocks():
+            out["sanity"]["solver_transfer"] = _solver_transfer(model, xa, ya, cfg)
+            out["field_profile"] = field_profile(model, xa[:n])
+        return out
+    if stage == "randomised":
+        return {"randomised": evaluate_randomised(model, data, cfg, seed)}
+    raise ValueError(f"unknown evaluation stage {stage!r}")
+
+
+def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool = True, desc: str = "",
+             name: str = "", done: dict | None = None, save: Callable[[dict], None] | None = None,
+             deadline: Deadline | None = None, estimate: Callable[[str], float] = lambda stage: 0.0) -> dict:
+    """Everything Table I and the sanity checks need, for one trained model (accuracies in [0, 1]).
+
+    Runs :func:`evaluation_stages` in order. ``done`` holds stages finished earlier (``{stage: metrics}``),
+    which are not redone; ``save(done)`` is called after each stage, so a stopped evaluation resumes at
+    the next one. With ``deadline``, a stage starts only if ``estimate(stage)`` seconds fit, else
+    :class:`~robustode.budget.OutOfBudget` is raised between stages.
+    """
+    model.eval()
+    done = dict(done or {})
+    stages = evaluation_stages(name, cfg)
     bar = tqdm(stages, desc=f"evaluate {desc}", disable=not progress, leave=False)
-    metrics: dict = {"seconds": {}}
     for stage in bar:
+        if stage in done:
+            continue
+        if deadline is not None:
+            deadline.check(estimate(stage), f"evaluate {desc}: {stage}")
         bar.set_postfix_str(stage)
         tic = time.perf_counter()
-        if stage == "noise":
-            metrics["clean"] = accuracy(model, xn, yn, cfg["eval_batch"])
-            metrics["noise_images"] = len(xn)
-            metrics["noise"] = {str(s): noise_accuracy(model, xn, yn, s, seed=0, batch_size=cfg["eval_batch"])
-                                for s in sigma_grid(cfg)}
-        elif stage == "faithful":
-            metrics["attack_images"] = len(xa)
-            metrics["attack_clean"] = robust_accuracy(clean_correct)
-            metrics["conditional"] = bool(cfg.get("conditional"))
-            metrics["faithful"] = _faithful(model, xa, ya, cfg, keep, {"fgsm": eps_grid(cfg, "fgsm"),
-                                                                       "pgd": eps_grid(cfg, "pgd")})
-        elif stage == "strong":
-            n = min(cfg["strong"]["images"] or len(x_test), len(x_test))
-            xs, ys = (xa[:n], ya[:n]) if n <= len(xa) else subset(x_test, y_test, n, seed=0)
-            metrics["strong"] = {eps: _strong(model, xs, ys, eps, cfg, seed) for eps in
-                                 [v for _, k, v in table_one_rows(cfg["dataset"]) if k == "pgd"]}
-        else:
-            n = min(cfg["sanity"]["images"], len(xa))
-            strong_one = strong_pgd(model, xa[:n], ya[:n], 1.0, min(cfg["strong"]["steps"]), 1, 1, seed, cfg["eval_batch"])
-            faithful_one = batched_attack(lambda a, b: attacks.pgd(model, a, b, 1.0), xa[:n], ya[:n], cfg["eval_batch"])
-            metrics["sanity"] = {"eps_one": {"images": n, "strong": robust_accuracy(strong_one[0]),
-                                             "faithful": robust_accuracy(faithful_one)}}
-            if model.ode_blocks():
-                metrics["sanity"]["solver_transfer"] = _solver_transfer(model, xa, ya, cfg)
-                metrics["field_profile"] = field_profile(model, xa[: cfg["sanity"]["images"]])
-        metrics["seconds"][stage] = time.perf_counter() - tic
+        done[stage] = {"metrics": _stage(stage, model, data, cfg, seed), "seconds": time.perf_counter() - tic}
+        if save is not None:
+            save(done)
+    metrics: dict = {"seconds": {}}
+    for stage in stages:
+        for key, value in done[stage]["metrics"].items():
+            if key == "strong":
+                metrics.setdefault("strong", {}).update(value)
+            else:
+                metrics[key] = value
+        metrics["seconds"][stage] = done[stage]["seconds"]
     metrics["checks"] = sanity_checks(metrics, cfg["sanity"]["tolerance"])
     return metrics
 
 
 def evaluate_randomised(model: RobustNet, data: dict, cfg: dict, seed: int) -> dict:
     """Input randomisation on top of a trained model: Table I's perturbations, faithful (one random draw per
-    gradient) and strong (cross-entropy PGD with EOT over ``defences.eot`` draws per step; no AutoAttack)."""
+    gradient) and strong (cross-entropy PGD with EOT over ``defences.eot`` draws per step; no AutoAttack), the
+    attacks on the first ``defences.images`` attack images (default: the strong attack's count)."""
     x_test, y_test = data["test"]
     d = cfg["defences"]
     extra = max(1, round(d["resize_fraction"] * x_test.shape[-1]))
     rand = randomised(model, extra).eval()
     torch.manual_seed(seed)
     xn, yn = subset(x_test, y_test, cfg["noise_images"], seed=0)
-    idx = torch.as_tensor(attack_indices(len(x_test), 1000)[: cfg["attack_images"]], device=x_test.device)
-    xa, ya = x_test[idx], y_test[idx]
+    xa, ya = attack_set(data, cfg)
+    n = min(d.get("images") or cfg["strong"]["images"] or len(xa), len(xa))
+    xa, ya = xa[:n], ya[:n]
     rows = table_one_rows(cfg["dataset"])
-    out = {"extra_pixels": extra, "clean": accuracy(rand, xn, yn, cfg["eval_batch"]),
+    out = {"extra_pixels": extra, "images": n, "clean": accuracy(rand, xn, yn, cfg["eval_batch"]),
            "noise": {str(float(v)): noise_accuracy(rand, xn, yn, float(v), seed=0, batch_size=cfg["eval_batch"])
                      for _, k, v in rows if k == "gaussian"},
            "faithful": _faithful(rand, xa, ya, cfg, None, {k: [v for _, kk, v in rows if kk == k] for k in ("fgsm", "pgd")})}
-    n = min(cfg["strong"]["images"] or len(xa), len(xa))
     strong_cfg = {**cfg, "strong": {**cfg["strong"], "steps": [d["steps"]], "restarts": d["restarts"]}}
-    out["strong"] = {v: _strong(rand, xa[:n], ya[:n], v, strong_cfg, seed, eot=d["eot"], run_autoattack=False)
+    out["strong"] = {v: _strong(rand, xa, ya, v, strong_cfg, seed, eot=d["eot"], run_autoattack=False)
                      for _, k, v in rows if k == "pgd"}
     return out
 
@@ -360,38 +406,91 @@ def trainer_for(cfg: dict, device: torch.device) -> str:
     return "engine (CUDA graphs)" if device.type == "cuda" else "engine (eager)"
 
 
-def train_seeds_together(name: str, seeds: list[int], cfg: dict, data: dict, device: torch.device,
-                         checkpoints: list[Path], progress: bool = True) -> None:
+TRAINING_KEYS = ("dataset", "width", "image_size", "size", "limit_per_class", "train_size", "val_size", "epochs",
+                 "batch_size", "lr", "weight_decay", "milestones", "gamma", "augment_p", "augment_sigmas")
+
+
+def training_params(name: str, cfg: dict) -> dict:
+    """The settings that determine a trained model; its checkpoint and model file are keyed by their hash, so a
+    change to the *evaluation* settings re-evaluates the stored model instead of retraining it."""
+    params = {"model": name, **{k: cfg[k] for k in TRAINING_KEYS if k in cfg}}
+    if name.startswith("TisODE"):
+        params.update(steady_weight=cfg["steady_weight"], steady_start_epoch=cfg["steady_start_epoch"])
+    if name.endswith("+denoise"):
+        params["denoiser"] = cfg["defences"]["denoiser"]
+    return params
+
+
+def run_params(name: str, cfg: dict) -> dict:
+    """Everything a run's results file depends on (its reuse is keyed by their hash)."""
+    return {**cfg, "model": name}
+
+
+def experiment_name(dataset: str) -> str:
+    return f"robustness-{dataset}"
+
+
+def trained_model(name: str, seed: int, cfg: dict, store: Store, device: torch.device, data: Callable[[], dict],
+                  progress: bool = True, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
+                  on_epoch: Callable[[dict], None] | None = None) -> tuple[RobustNet, dict]:
+    """The model trained with Yan et al.'s recipe, and ``{"history", "trainer"}``: read from the store's model
+    file when it was trained before, else trained (checkpointed per epoch when ``cfg['checkpoint']``) and saved.
+
+    ``data()`` gives the tensors (called only when training is needed). ``deadline``: see
+    :func:`robustode.training.train`."""
+    experiment, run, params = experiment_name(cfg["dataset"]), f"{name}-seed{seed}", training_params(name, cfg)
+    seed_everything(seed)
+    model = make_model(name, cfg)
+    saved = store.load_model(experiment, run, params) if cfg["resume"] else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        return model.to(device).eval(), {"history": saved["history"], "trainer": saved["trainer"]}
+    tensors = data()
+    spec, desc = train_spec(name, cfg, seed, tensors["val"]), f"{name} seed {seed}"
+    trainer = trainer_for(cfg, device)
+    checkpoint = store.checkpoint(experiment, run, params) if cfg["checkpoint"] else None
+    budget = {"deadline": deadline, "epoch_estimate": epoch_estimate}
+    if trainer == "plain":
+        hist = train(model, tensor_batches(*tensors["train"], cfg["batch_size"], seed), spec, device,
+                     checkpoint=checkpoint, progress=progress, desc=desc, on_epoch=on_epoch, **budget)
+    else:
+        engine_checkpoint = checkpoint.with_suffix(".engine.pt") if checkpoint else None
+        hist = train_fast(model, *tensors["train"], spec, cfg["batch_size"], device, progress=progress, desc=desc,
+                          checkpoint=engine_checkpoint, **budget)
+    if cfg["checkpoint"]:
+        store.save_model(experiment, run, params, model.state_dict(), history=hist.as_dict(), trainer=trainer)
+    return model, {"history": hist.as_dict(), "trainer": trainer}
+
+
+def train_seeds_together(name: str, seeds: list[int], cfg: dict, store: Store, data: dict, device: torch.device,
+                         progress: bool = True) -> None:
     """Train the seeds of one model at once with :func:`robustode.engine.train_fast_many` (one CUDA stream
-    each), leaving a finished engine checkpoint per seed; :func:`train_and_evaluate` then finds it and only
-    evaluates. Each seed gets the initial weights and the spec it would get alone."""
-    models, specs = [], []
+    each), leaving a finished engine checkpoint per seed; :func:`trained_model` then finds it and saves the
+    model. Each seed gets the initial weights and the spec it would get alone."""
+    experiment, models, specs, checkpoints = experiment_name(cfg["dataset"]), [], [], []
     for seed in seeds:
         seed_everything(seed)
         models.append(make_model(name, cfg))
         specs.append(train_spec(name, cfg, seed, data["val"]))
+        checkpoints.append(store.checkpoint(experiment, f"{name}-seed{seed}", training_params(name, cfg), ".engine.pt"))
     train_fast_many(models, *data["train"], specs, cfg["batch_size"], device, progress=progress,
                     desc=f"{name} seeds {', '.join(map(str, seeds))}", checkpoints=checkpoints)
 
 
-def train_and_evaluate(name: str, seed: int, cfg: dict, data: dict, device: torch.device, checkpoint: Path | None,
-                       progress: bool = True) -> dict:
-    """One run's metrics: train with Yan et al.'s recipe, then :func:`evaluate` (and input randomisation)."""
-    seed_everything(seed)
-    model = make_model(name, cfg)
-    spec, desc = train_spec(name, cfg, seed, data["val"]), f"{name} seed {seed}"
-    trainer = trainer_for(cfg, device)
-    if trainer == "plain":
-        hist = train(model, tensor_batches(*data["train"], cfg["batch_size"], seed), spec, device,
-                     checkpoint=checkpoint, progress=progress, desc=desc)
-    else:
-        engine_checkpoint = checkpoint.with_suffix(".engine.pt") if checkpoint else None
-        hist = train_fast(model, *data["train"], spec, cfg["batch_size"], device, progress=progress, desc=desc,
-                          checkpoint=engine_checkpoint)
-    metrics = {"parameters": count_parameters(model), "trainer": trainer, "history": hist.as_dict(),
-               **evaluate(model, data, cfg, seed, progress, f"{name} seed {seed}")}
-    if name in cfg["defences"]["randomise"]:
-        metrics["randomised"] = evaluate_randomised(model, data, cfg, seed)
+def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.device, data: Callable[[], dict],
+                progress: bool = True, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
+                stage_estimate: Callable[[str], float] = lambda stage: 0.0,
+                on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """One run's metrics: the trained model (:func:`trained_model`), then :func:`evaluate`, resumable per stage
+    through the store's partial file. Raises :class:`~robustode.budget.OutOfBudget` at an epoch or stage
+    boundary when the deadline does not leave room for the next piece."""
+    model, trained = trained_model(name, seed, cfg, store, device, data, progress, deadline, epoch_estimate, on_epoch)
+    experiment, run, params = experiment_name(cfg["dataset"]), f"{name}-seed{seed}", run_params(name, cfg)
+    done = store.load_partial(experiment, run, params) if cfg["resume"] else {}
+    metrics = {"parameters": count_parameters(model), "trainer": trained["trainer"], "history": trained["history"],
+               **evaluate(model, data(), cfg, seed, progress, f"{name} seed {seed}", name, done,
+                          (lambda d: store.save_partial(experiment, run, params, d)) if cfg["checkpoint"] else None,
+                          deadline, stage_estimate)}
     return metrics
 
 
@@ -411,45 +510,35 @@ def run(
     if not available(dataset, imagenet_root)[0]:
         return []
     dev = resolve_device(device)
-    out = Path(results_dir) if results_dir else default_results_dir(profile_name(profile))
-    resume = cfg["resume"] if resume is None else resume
-    data: dict = {}
-    runs = []
-    experiment = f"robustness-{dataset}"
+    store = Store(profile_name(profile), results_dir)
+    if resume is not None:
+        cfg = {**cfg, "resume": resume}
+    tensors: dict = {}
 
-    def params(name: str) -> dict:
-        return {**cfg, "model": name}
-
-    def checkpoint(name: str, seed: int) -> Path | None:
-        """Named with the parameters' hash: a changed profile never resumes a stale run."""
-        return out / "checkpoints" / f"{experiment}-{name}-seed{seed}-{config_key(params(name))}.pt" if cfg["checkpoint"] else None
+    def data() -> dict:
+        if not tensors:
+            tensors.update(load_data(cfg, dev, imagenet_root))
+        return tensors
 
     together = cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, dev) != "plain"
-    trained_together: set[str] = set()
-
-    def train_pending_seeds_together(name: str) -> None:
-        """At a model's first run to compute: train all its seeds without results at once (engine)."""
-        trained_together.add(name)
-        pending = [seed for seed in range(cfg["seeds"])
-                   if not (resume and load_run(out, experiment, f"{name}-seed{seed}", params(name)))]
-        if len(pending) > 1:
-            train_seeds_together(name, pending, cfg, data, dev,
-                                 [checkpoint(name, seed).with_suffix(".engine.pt") for seed in pending], progress)
-
+    experiment, runs = experiment_name(dataset), []
     with cpu_threads(cfg["cpu_threads"] if dev.type == "cpu" else None):
         for seed in range(cfg["seeds"]):
             for name in models:
-                ckpt = checkpoint(name, seed)
-
-                def compute(name=name, seed=seed, ckpt=ckpt) -> dict:
-                    if not data:
-                        data.update(load_data(cfg, dev, imagenet_root))
-                    if together and name not in trained_together:
-                        train_pending_seeds_together(name)
-                    return train_and_evaluate(name, seed, cfg, data, dev, ckpt, progress)
-
-                runs.append(run_once(out, experiment, f"{name}-seed{seed}", params=params(name), seed=seed,
-                                     profile=profile_name(profile), device=dev, resume=resume, compute=compute))
+                params = run_params(name, cfg)
+                stored = store.run(experiment, f"{name}-seed{seed}", params) if cfg["resume"] else None
+                if stored is None:
+                    if together and seed == 0:
+                        pending = [s for s in range(cfg["seeds"]) if store.load_model(
+                            experiment, f"{name}-seed{s}", training_params(name, cfg)) is None]
+                        if len(pending) > 1:
+                            train_seeds_together(name, pending, cfg, store, data(), dev, progress)
+                    started = now()
+                    metrics = compute_run(name, seed, cfg, store, dev, data, progress)
+                    stored = store.write(experiment, f"{name}-seed{seed}", params=params, seed=seed, started=started,
+                                         device=dev, metrics=metrics)
+                    store.drop_partial(experiment, f"{name}-seed{seed}", params)
+                runs.append(stored)
     return runs
 
 

@@ -1,0 +1,148 @@
+"""The results store: the one place that knows where a profile's runs leave their traces.
+
+Under ``results/<profile>/``:
+
+* ``<experiment>/<run>.json`` — a finished run's results file (metrics and provenance), what the book reads;
+* ``checkpoints/<experiment>/<run>-<key>.pt`` — resumable training state of an unfinished run, written every
+  epoch and removed once the trained model is saved;
+* ``models/<experiment>/<run>-<key>.pt`` — a trained model (the selected weights and the training history),
+  small enough to commit, so a finished model can be re-evaluated without retraining;
+* ``partial/<experiment>/<run>-<key>.json`` — the evaluation stages a run has finished so far, so a long
+  evaluation stopped by a budget resumes at the next stage;
+* ``locks/<experiment>/<run>.lock`` — held by the process computing that run (two runners never compute one
+  run twice; a lock whose process is gone is taken over).
+
+``<key>`` is :func:`robustode.results.config_key` of the parameters that determine the file's content
+(training parameters for checkpoints and models, all parameters for partial evaluations), so a changed
+profile never resumes a stale file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustode.paths import results_dir
+from robustode.results import config_key, load_results, load_run, write_json_atomic, write_result
+from robustode.training import save_atomic
+
+MODEL_FORMAT = "robustode.model/1"
+
+
+class RunLocked(RuntimeError):
+    """Another live process is computing this run."""
+
+
+class Store:
+    """A profile's results folder (``results/<profile>`` unless ``root`` is given)."""
+
+    def __init__(self, profile: str, root: Path | str | None = None):
+        self.profile = profile
+        self.root = Path(root) if root is not None else results_dir(profile)
+
+    def __repr__(self) -> str:
+        return f"Store({self.profile!r}, {str(self.root)!r})"
+
+    # ------------------------------------------------------------------ results files
+    def runs(self, experiment: str) -> list[dict]:
+        return load_results(self.root, experiment)
+
+    def run(self, experiment: str, run: str, params: dict | None = None) -> dict | None:
+        """The stored run, or ``None`` (absent, or stored with other parameters than ``params``)."""
+        return load_run(self.root, experiment, run, params)
+
+    def write(self, experiment: str, run: str, **fields: Any) -> dict:
+        write_result(self.root, experiment, run, profile=self.profile, **fields)
+        return load_run(self.root, experiment, run)
+
+    # ------------------------------------------------------------------ side files
+    def _side(self, kind: str, experiment: str, run: str, params: dict, suffix: str) -> Path:
+        return self.root / kind / experiment / f"{run}-{config_key(params)}{suffix}"
+
+    def checkpoint(self, experiment: str, run: str, params: dict, suffix: str = ".pt") -> Path:
+        return self._side("checkpoints", experiment, run, params, suffix)
+
+    def model_file(self, experiment: str, run: str, params: dict) -> Path:
+        return self._side("models", experiment, run, params, ".pt")
+
+    def partial_file(self, experiment: str, run: str, params: dict) -> Path:
+        return self._side("partial", experiment, run, params, ".json")
+
+    # ------------------------------------------------------------------ trained models
+    def save_model(self, experiment: str, run: str, params: dict, state_dict: dict, **extra: Any) -> Path:
+        """Keep a trained model (weights plus JSON-like ``extra``: history, trainer) and drop its resume state."""
+        path = self.model_file(experiment, run, params)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic({"format": MODEL_FORMAT, "params": params, "model": state_dict, **extra}, path)
+        for stale in self.checkpoint(experiment, run, params).parent.glob(f"{run}-{config_key(params)}.*"):
+            stale.unlink()
+        return path
+
+    def load_model(self, experiment: str, run: str, params: dict) -> dict | None:
+        """A saved model's payload (``weights_only=True``), or ``None`` when it has not been trained."""
+        path = self.model_file(experiment, run, params)
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path} is not a robustode model file (format {state.get('format')!r})")
+        return state
+
+    # ------------------------------------------------------------------ partial evaluations
+    def load_partial(self, experiment: str, run: str, params: dict) -> dict:
+        path = self.partial_file(experiment, run, params)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def save_partial(self, experiment: str, run: str, params: dict, stages: dict) -> None:
+        write_json_atomic(self.partial_file(experiment, run, params), stages)
+
+    def drop_partial(self, experiment: str, run: str, params: dict) -> None:
+        self.partial_file(experiment, run, params).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ locks
+    @contextlib.contextmanager
+    def lock(self, experiment: str, run: str) -> Iterator[None]:
+        """Hold ``run``'s lock while computing it; :class:`RunLocked` if a live process holds it."""
+        path = self.root / "locks" / experiment / f"{run}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = _pid_in(path)
+                if holder is not None and _alive(holder):
+                    raise RunLocked(f"{experiment}/{run} is being computed by process {holder}") from None
+                path.unlink(missing_ok=True)  # its process is gone: take it over
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            break
+        else:  # pragma: no cover - a third process raced us twice
+            raise RunLocked(f"{experiment}/{run} is being computed by another process")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
