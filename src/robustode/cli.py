@@ -1,4 +1,4 @@
-"""Command line: ``python -m robustode {reproduce,book,report,data,params}``."""
+"""Command line: ``python -m robustode {plan,run,reproduce,book,report,data,params}``."""
 
 from __future__ import annotations
 
@@ -86,9 +86,64 @@ def _data(args: argparse.Namespace) -> int:
     return 1 if failed and args.strict else 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from robustode import plan
+    from robustode.profiles import resolve_device
+    from robustode.store import Store
+    from robustode.tables import markdown_table
+
+    store = Store(args.profile)
+    chosen = plan.select(plan.units(args.profile), args.only)  # a bad pattern fails here, before any probe
+    if args.measure:
+        plan.measure(store, chosen, resolve_device(args.device), force=True)
+    rows = plan.plan_rows(args.profile, args.only, store)
+    if args.format == "json":
+        import json
+
+        print(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], indent=1))
+        return 0
+    print(markdown_table(plan.collapse_blocked(rows)))
+    print()
+    print(plan.plan_summary(rows))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from robustode import plan
+    from robustode.budget import parse_duration
+
+    budget = parse_duration(args.budget) if args.budget else None
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    plan.select(plan.units(args.profile), args.only)  # a bad pattern fails before any work
+    outcome = plan.advance(args.profile, budget, args.only, args.device, progress=not args.quiet, threads=args.threads)
+    status = plan.exit_status(outcome)
+    print(f"{'all done' if status == 0 else 'more to do'}: {len(outcome.finished)} unit(s) finished in this call, "
+          f"{outcome.remaining} left to run" + (f", {len(outcome.skipped)} skipped (blocked or locked)" if outcome.skipped else ""))
+    return status
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="robustode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
+
+    pl = sub.add_parser("plan", help="every run unit of a profile: done / partial / pending, cost left, order")
+    pl.add_argument("--profile", choices=PROFILES, default="paper-short")
+    pl.add_argument("--only", nargs="+", metavar="PATTERN", help="unit ids matching these shell patterns or substrings")
+    pl.add_argument("--measure", action="store_true", help="time every kind of unit here again (costs.json)")
+    pl.add_argument("--device", choices=DEVICES, default="cpu", help="device to measure on (with --measure)")
+    pl.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    pl.set_defaults(func=_plan)
+
+    rn = sub.add_parser("run", help="advance a profile's pending units in plan order within a budget "
+                                    "(exit 0: all done, 3: more to do)")
+    rn.add_argument("--profile", choices=PROFILES, default="paper-short")
+    rn.add_argument("--budget", help="stop before this much wall time is spent: 150m, 2h, 1h30m, 90s (default: none)")
+    rn.add_argument("--only", nargs="+", metavar="PATTERN", help="unit ids matching these shell patterns or substrings")
+    rn.add_argument("--device", choices=DEVICES, default="auto")
+    rn.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
+    rn.add_argument("--quiet", action="store_true", help="no per-epoch progress bars (the [run] lines stay)")
+    rn.set_defaults(func=_run)
 
     rep = sub.add_parser("reproduce", help="run the notebooks through papermill for a profile")
     rep.add_argument("--profile", choices=PROFILES, default="quick")

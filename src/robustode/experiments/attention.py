@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from sklearn.metrics import accuracy_score, classification_report, precision_rec
 from torch import nn
 from torchvision.transforms.functional import rgb_to_grayscale
 
+from robustode.budget import Deadline
 from robustode.data.images import IMAGE_SETS, is_available, load_tensors, subset, tensor_batches, train_val_split
 from robustode.experiments import run_once
 from robustode.models import count_parameters
@@ -35,8 +36,9 @@ from robustode.models.attention import CLASSES, DATASETS, ROW_WIDTH, build
 from robustode.odeblock import SolverFailure
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
-from robustode.results import config_key, fmt_mean_sd, load_results, mean_sd
+from robustode.results import fmt_mean_sd, load_results, mean_sd
 from robustode.seeding import seed_everything
+from robustode.store import Store
 from robustode.tables import flag
 from robustode.timing import autocast, cpu_threads, fresh_process_first_calls, time_forward
 from robustode.training import TrainSpec, train
@@ -208,7 +210,8 @@ def _runs(cfg: dict) -> Iterator[tuple[str, str, int]]:
 
 
 def _train_and_test(name: str, dataset: str, seed: int, cfg: dict, device: torch.device, progress: bool,
-                    checkpoint: Path | None, time_it: bool) -> dict:
+                    checkpoint: Path | None, time_it: bool, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
+                    on_epoch: Callable[[dict], None] | None = None) -> dict:
     seed_everything(seed)
     data = splits(dataset, cfg)
     x, y = (t.to(device) for t in data["train"])
@@ -222,7 +225,8 @@ def _train_and_test(name: str, dataset: str, seed: int, cfg: dict, device: torch
     spec = TrainSpec(epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], evaluate=validate,
                      select_on="accuracy", seed=seed, autocast_dtype=dtype)
     history = train(model, tensor_batches(x, y, cfg["batch_size"], seed), spec, device, checkpoint=checkpoint,
-                    progress=progress, desc=f"{name} {dataset} seed {seed}")
+                    progress=progress, desc=f"{name} {dataset} seed {seed}", deadline=deadline,
+                    epoch_estimate=epoch_estimate, on_epoch=on_epoch)
     logits, weights = predict(model, data["test"][0], cfg["batch_size"] * 4, dtype)
     metrics = {
         "parameters": count_parameters(model),
@@ -261,27 +265,28 @@ def inference_timings(model: nn.Module, x: torch.Tensor, cfg: dict, device: torc
 
 
 def table3(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
-    """Train every configured (model, dataset) pair for each seed; datasets not on disk are skipped (and
-    reported by the summaries as "not run: data missing"). The experiment's folder is created even when
-    nothing can run: it marks that this profile's Table III was attempted here."""
+    """Train every configured (model, dataset) pair for each seed (the run plan's Table III units, resuming
+    stored runs when the profile says ``resume``); datasets not on disk are skipped (and reported by the
+    summaries as "not run: data missing"). The experiment's folder is created even when nothing can run:
+    it marks that this profile's Table III was attempted here."""
+    from robustode.plan import Context, ensure
+
     cfg = config(profile)
     dev = resolve_device(device)
-    (Path(results_dir) / "attention-table3").mkdir(parents=True, exist_ok=True)
+    store = Store(_profile_name(profile), results_dir)
+    (store.root / "attention-table3").mkdir(parents=True, exist_ok=True)
     # Runs of data sets missing here stay: they are part of the plan, computed where the data were.
-    prune_unplanned(results_dir, "attention-table3",
-                    {f"{name}-{dataset}-seed{seed}" for name, dataset, reps in _runs(cfg) for seed in range(reps)})
-    planned = [(name, dataset, repetitions) for name, dataset, repetitions in _runs(cfg) if is_available(dataset)]
-    runs = []
+    planned = units(profile, dev)
+    prune_unplanned(store.root, "attention-table3", {u.run for u in planned})
+    ctx = Context(store, dev, Deadline(), progress)
     with cpu_threads(cfg["cpu_threads"]):
-        for name, dataset, repetitions in planned:
-            runs.extend(_table3_model(name, dataset, repetitions, cfg, profile, dev, results_dir, progress))
-    return runs
+        return [ensure(u, ctx, cfg["resume"]) for u in planned if not u.requires()]
 
 
 def prune_unplanned(results_dir: Path, experiment: str, planned: set[str]) -> list[str]:
     """Delete this experiment's results files for runs the profile no longer plans, so that summaries, which
     read the whole folder, show only the current configuration. (Planned runs with other parameters are
-    recomputed and overwritten by :func:`run_once`.) Returns the removed run names."""
+    recomputed and overwritten.) Returns the removed run names."""
     folder = Path(results_dir) / experiment
     stale = [p for p in folder.glob("*.json") if p.stem not in planned] if folder.is_dir() else []
     for path in stale:
@@ -289,22 +294,82 @@ def prune_unplanned(results_dir: Path, experiment: str, planned: set[str]) -> li
     return sorted(p.stem for p in stale)
 
 
-def _table3_model(name: str, dataset: str, repetitions: int, cfg: dict, profile, dev: torch.device, results_dir: Path,
-                  progress: bool) -> list[dict]:
-    runs = []
-    for seed in range(repetitions):
-        params = {**{k: v for k, v in cfg.items() if k != "runs"}, "model": name, "dataset": dataset,
-                  "device_type": dev.type}
-        run = f"{name}-{dataset}-seed{seed}"
-        # The checkpoint's name carries the parameters' hash: a changed profile never resumes a stale run.
-        ckpt = Path(results_dir) / "checkpoints" / "attention" / f"{run}-{config_key(params)}.pt" if cfg["resume"] else None
-        runs.append(run_once(
-            results_dir, "attention-table3", run, params=params, seed=seed, profile=_profile_name(profile),
-            device=dev, resume=cfg["resume"],
-            compute=lambda seed=seed, ckpt=ckpt: _train_and_test(name, dataset, seed, cfg, dev, progress, ckpt,
-                                                                 time_it=seed == 0),
-        ))
-    return runs
+def table3_params(name: str, dataset: str, cfg: dict, device_type: str) -> dict:
+    """A Table III run's parameters: the profile's settings (not the run list), the model and data set, and the
+    device type (mixed precision runs only on CUDA)."""
+    return {**{k: v for k, v in cfg.items() if k != "runs"}, "model": name, "dataset": dataset, "device_type": device_type}
+
+
+def probe(name: str, dataset: str, cfg: dict) -> dict:
+    """Seconds per training epoch measured here: steps of ``batch_size`` random rows through a fresh model
+    (an adaptive solver's cost grows as the field learns, so this is a lower bound for the ODE models)."""
+    from robustode.plan import time_steps
+
+    torch.manual_seed(0)
+    model = make_model(name, dataset, cfg)
+    x = torch.rand(cfg["batch_size"], 1, ROW_WIDTH[dataset], ROW_WIDTH[dataset])
+    y = torch.randint(0, CLASSES[dataset], (cfg["batch_size"],))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+
+    def step() -> None:
+        model.train()
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with cpu_threads(cfg["cpu_threads"]):
+        step_s = time_steps(step)
+    n_train = cfg["train_size"] or TRAIN_IMAGES[dataset] - cfg["val_size"]
+    return {"epoch_s": math.ceil(n_train / cfg["batch_size"]) * step_s * 1.1, "step_s": step_s}
+
+
+def missing_reason(dataset: str) -> str:
+    """``""`` when the data set is on disk, else "data missing (...)"."""
+    return "" if is_available(dataset) else f"data missing ({dataset} files not in the data folder)"
+
+
+TRAIN_IMAGES = {"MNIST": 60_000, "FashionMNIST": 60_000, "CIFAR10": 50_000, "CIFAR100": 50_000}
+
+
+def units(profile: str | dict, device: torch.device | None = None) -> list:
+    """The run plan's units of chapter 4: one Table III run per (model, data set, seed), seed-major; the first
+    seed of each pair also times inference. (The audit, first-call and precision measurements take seconds and
+    run with the notebook.)"""
+    from robustode.plan import DONE, PARTIAL, PENDING, Progress, Unit, checkpoint_epoch
+
+    cfg = config(profile)
+    device_type = (device or resolve_device("auto")).type
+    out = []
+    for index, (name, dataset, repetitions) in enumerate(_runs(cfg)):
+        for seed in range(repetitions):
+            run = f"{name}-{dataset}-seed{seed}"
+            if any(u.run == run for u in out):
+                continue
+            params = table3_params(name, dataset, cfg, device_type)
+
+            def status(store: Store, run=run, params=params) -> Progress:
+                if store.run("attention-table3", run, params) is not None:
+                    return Progress(DONE, "results file written")
+                epoch = checkpoint_epoch(store.checkpoint("attention", run, params)) if cfg["resume"] else None
+                if epoch is not None:
+                    return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch)
+                return Progress(PENDING, "", cfg["epochs"])
+
+            def compute(ctx, name=name, dataset=dataset, seed=seed, run=run, params=params) -> dict:
+                checkpoint = ctx.store.checkpoint("attention", run, params) if cfg["resume"] else None
+                return _train_and_test(name, dataset, seed, cfg, ctx.device, ctx.progress, checkpoint, seed == 0,
+                                       ctx.deadline, ctx.epoch_estimate, ctx.on_epoch)
+
+            out.append(Unit(
+                id=f"attention/{dataset}/{name}/seed{seed}", experiment="attention-table3", run=run, params=params,
+                seed=seed, epochs=cfg["epochs"], stages=[], kind=f"attention/{dataset}/{name}", compute=compute,
+                status=status, probe=lambda name=name, dataset=dataset: probe(name, dataset, cfg),
+                requires=lambda dataset=dataset: missing_reason(dataset),
+                # the survey's pair (Classic, ODE) first, seed-major; then the variants
+                priority=10_000 * (name not in PAPER_NAMES) + 100 * seed + index,
+            ))
+    return sorted(out, key=lambda u: u.priority)
 
 
 # ---------------------------------------------------------------- timing

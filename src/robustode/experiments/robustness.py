@@ -17,6 +17,8 @@ the tables below read those files back.
 from __future__ import annotations
 
 import copy
+import math
+import os
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -45,7 +47,7 @@ from robustode.evaluation import (
     sanity_checks,
 )
 from robustode.models import count_parameters
-from robustode.models.robust import ARCHITECTURES, RobustNet, build
+from robustode.models.robust import ARCHITECTURES, ODENET_STEP, TISODE_STEP, RobustNet, build
 from robustode.noise import NoiseAugmentation
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
@@ -813,4 +815,151 @@ def findings(results_dir: Path, dataset: str = "MNIST", models: tuple[str, ...] 
                        f"{strong:.1f} % ({mine[0]['strong'][eps]['images']} images): a gap of {faithful - strong:+.1f} points.")
     failed = [f for f in failed_checks(results_dir, dataset) if f.split(" seed")[0] in present]
     out.append("Failed sanity checks: " + ("; ".join(failed) if failed else "none."))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ run plan
+
+_TENSORS: dict[tuple, dict] = {}
+
+
+def cached_data(cfg: dict, device: torch.device, imagenet_root: str | None = None) -> dict:
+    """:func:`load_data`, kept for the process: the units of one data set share their tensors."""
+    key = (cfg["dataset"], cfg["image_size"], cfg["train_size"], cfg["val_size"], cfg.get("size"),
+           cfg.get("limit_per_class"), str(device), imagenet_root)
+    if key not in _TENSORS:
+        _TENSORS.clear()
+        _TENSORS[key] = load_data(cfg, device, imagenet_root)
+    return _TENSORS[key]
+
+
+def prior_robustness(name: str, dataset: str, eps: str) -> float:
+    """What fraction of images a strong attack at ``eps`` leaves robust, before anything is measured: the printed
+    Table I PGD accuracy of the model (TisODE's for its variants), else one half. Only sizes cost estimates."""
+    printed = reference_values()["table_1_robustness"].get(dataset, {}).get(f"pgd_{eps}", {})
+    return printed.get(name.split("+")[0], (50.0, 0))[0] / 100
+
+
+def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float) -> dict[str, float]:
+    """Estimated seconds for each evaluation stage from the per-image cost of an input gradient and of a forward
+    pass. Noise, faithful and sanity stages count every step on every image (upper bounds); the strong attacks
+    skip broken images, so their steps are counted on the robust fraction (:func:`prior_robustness`) plus a
+    fifth of the steps on the rest (the images a restart breaks on its way)."""
+    attack, n_test = cfg["attack_images"], 10_000
+    noise_n = cfg["noise_images"] or n_test
+    strong, aa = cfg["strong"], cfg["autoattack"]
+    n_strong = min(strong["images"] or n_test, n_test)
+    n_aa = min(aa["images"] or 0, n_strong)
+    costs = {
+        "noise": noise_n * (len(sigma_grid(cfg)) + 1) * forward_s,
+        "faithful": attack * (len(eps_grid(cfg, "fgsm")) * (grad_s + 2 * forward_s)
+                              + len(eps_grid(cfg, "pgd")) * (9 * grad_s + 10 * forward_s)),
+    }
+    for eps in pgd_table_eps(cfg["dataset"]):
+        r = prior_robustness(name, cfg["dataset"], eps)
+        steps = max(strong["steps"]) * strong["restarts"] + sum(sorted(strong["steps"])[:-1])
+        grads = n_strong * steps * strong["eot"] * (r + 0.2 * (1 - r))
+        # standard AutoAttack on the images left: APGD-CE (100), APGD-T (9 x 100), FAB-T (9 x 100) gradients and
+        # Square (5,000 queries); a custom version is counted as two 100-step attacks
+        if aa["version"] == "standard":
+            grads += n_aa * (100 + 1800 * r)
+            forwards = n_aa * 5000 * r
+        else:
+            grads, forwards = grads + n_aa * 200, 0
+        costs[f"strong {eps}"] = grads * grad_s + forwards * forward_s
+    n_sanity = min(cfg["sanity"]["images"], attack)
+    ratios = 0.0
+    if name != "CNN":
+        deployed = TISODE_STEP if name.startswith("TisODE") else ODENET_STEP
+        steps = sorted({*cfg["sanity"]["solver_steps"], deployed})
+        ratios = sum(deployed / s for s in steps) * (9 * grad_s + 10 * forward_s * len(steps))
+    costs["sanity"] = n_sanity * (20 * grad_s + ratios)
+    if name in cfg["defences"]["randomise"]:
+        d = cfg["defences"]
+        n = min(d.get("images") or n_strong, attack)
+        costs["randomised"] = (n * len(pgd_table_eps(cfg["dataset"])) * d["eot"] * d["steps"] * d["restarts"] * grad_s
+                               + n * 4 * 10 * grad_s + noise_n * 2 * forward_s)
+    return costs
+
+
+def probe(name: str, cfg: dict) -> dict:
+    """Measured here, on random images of the data set's shape: seconds per training epoch (steps of
+    ``batch_size`` over the training images, with the steady-state term for TisODE, plus validation) and
+    upper bounds for the evaluation stages (:func:`stage_costs`)."""
+    channels = 1 if cfg["dataset"] == "MNIST" else 3
+    side = cfg["image_size"] or {"MNIST": 28, "SVHN": 32, "ImgNet10": cfg.get("size") or 64}[cfg["dataset"]]
+    n_train = (cfg["train_size"] or {"MNIST": 60_000, "SVHN": 73_257, "ImgNet10": 13_000}[cfg["dataset"]] - cfg["val_size"])
+    torch.manual_seed(0)
+    model = make_model(name, cfg)
+    x = torch.rand(cfg["batch_size"], channels, side, side)
+    y = torch.randint(0, 10, (cfg["batch_size"],))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    regulariser = SteadyStateRegulariser(cfg["steady_weight"], 0) if name.startswith("TisODE") else None
+
+    def step() -> None:
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+        if regulariser is not None:
+            loss = loss + regulariser(model, x, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    from robustode.plan import time_steps
+
+    step_s = time_steps(step)
+    model.eval()
+    xb = torch.rand(100, channels, side, side, requires_grad=True)
+    grad_s = time_steps(lambda: torch.autograd.grad(model(xb).sum(), xb)) / 100
+    with torch.no_grad():
+        forward_s = time_steps(lambda: model(xb)) / 100
+    epoch_s = math.ceil(n_train / cfg["batch_size"]) * step_s + 2 * cfg["val_size"] * forward_s
+    return {"epoch_s": epoch_s, "step_s": step_s, "grad_s": grad_s, "forward_s": forward_s,
+            "stages_s": stage_costs(name, cfg, grad_s, forward_s)}
+
+
+def units(profile: str | dict, device: torch.device | None = None) -> list:
+    """The run plan's units of chapters 2-3: one per data set x model x seed (``models`` of the profile's
+    robustness section), seed-major so that a complete first seed of every model comes first."""
+    from robustode.plan import DONE, PARTIAL, PENDING, Progress, Unit, checkpoint_epoch
+
+    section = experiment_config(profile, "robustness")
+    models = section.get("models", list(CHAPTER_MODELS))
+    imagenet_root = os.environ.get("ROBUSTODE_IMAGENET")
+    out = []
+    for d_index, dataset in enumerate(d for d in DATASETS if d in section["datasets"]):
+        cfg = config(profile, dataset)
+        for name in models:
+            check_choice("model", name, MODELS)
+        for seed in range(cfg["seeds"]):
+            for m_index, name in enumerate(models):
+                experiment, run = experiment_name(dataset), f"{name}-seed{seed}"
+                params, tparams, stages = run_params(name, cfg), training_params(name, cfg), evaluation_stages(name, cfg)
+
+                def status(store: Store, experiment=experiment, run=run, params=params, tparams=tparams, stages=stages,
+                           cfg=cfg) -> Progress:
+                    if store.run(experiment, run, params) is not None:
+                        return Progress(DONE, "results file written")
+                    if store.model_file(experiment, run, tparams).exists():
+                        left = [s for s in stages if s not in store.load_partial(experiment, run, params)]
+                        return Progress(PARTIAL, f"trained; evaluation stage {len(stages) - len(left) + 1} of "
+                                                 f"{len(stages)} ({left[0]})" if left else "evaluated", 0, left)
+                    for suffix in (".pt", ".engine.pt"):
+                        epoch = checkpoint_epoch(store.checkpoint(experiment, run, tparams, suffix))
+                        if epoch is not None:
+                            return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, stages)
+                    return Progress(PENDING, "", cfg["epochs"], stages)
+
+                def compute(ctx, name=name, seed=seed, cfg=cfg) -> dict:
+                    return compute_run(name, seed, cfg, ctx.store, ctx.device,
+                                       lambda: cached_data(cfg, ctx.device, imagenet_root), ctx.progress, ctx.deadline,
+                                       ctx.epoch_estimate, ctx.stage_estimate, ctx.on_epoch)
+
+                out.append(Unit(
+                    id=f"robustness/{dataset}/{name}/seed{seed}", experiment=experiment, run=run, params=params, seed=seed,
+                    epochs=cfg["epochs"], stages=stages, kind=f"robustness/{dataset}/{name}", compute=compute,
+                    status=status, probe=lambda name=name, cfg=cfg: probe(name, cfg),
+                    requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
+                    priority=1000 * d_index + 10 * seed + m_index,
+                ))
     return out

@@ -1,0 +1,367 @@
+"""The run plan: a profile as a list of resumable run units, and a runner that advances them within a budget.
+
+A **unit** is one run that writes one results file (chapter x data set x model x seed, or one measurement),
+checkpointed per epoch and, where its evaluation is long, per evaluation stage. :func:`units` collects a
+profile's units from the chapters; :func:`plan_rows` says for each whether it is done, partial (epoch k of
+n, or stage k of n) or pending, what it is estimated to cost on this machine, and in which order it runs;
+:func:`advance` runs pending units in that order until a budget is spent, stopping only at an epoch or
+stage boundary, so a killed or stopped run loses at most the epoch it was in.
+
+Costs are measured, not assumed: the first time a profile's plan needs the cost of a kind of unit it times
+a few training steps of that model here (:func:`measure`) and keeps the figure in
+``results/<profile>/costs.json``; once a unit of the same kind has run, its recorded epoch and evaluation
+times replace the probe.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from robustode.budget import Deadline, OutOfBudget
+from robustode.profiles import load_profile
+from robustode.results import device_name, now, write_json_atomic
+from robustode.store import RunLocked, Store
+
+DONE, PARTIAL, PENDING, BLOCKED = "done", "partial", "pending", "blocked"
+
+
+@dataclass
+class Progress:
+    """Where a unit stands: ``state`` (done / partial / pending / blocked), a detail for people, and how much
+    work is left as fractions of its training (``epochs_left`` of ``epochs``) and evaluation (``stages_left``)."""
+
+    state: str
+    detail: str = ""
+    epochs_left: int = 0
+    stages_left: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What a unit's ``compute`` gets: where to store, on which device, the deadline with the cost estimates
+    to check it against, and a progress hook."""
+
+    store: Store
+    device: torch.device
+    deadline: Deadline
+    progress: bool = True
+    on_epoch: Callable[[dict], None] | None = None
+    epoch_estimate: float = 0.0  # seconds, for the deadline check before an epoch this run has not timed yet
+    stage_estimate: Callable[[str], float] = lambda stage: 0.0  # seconds per evaluation stage, likewise
+
+
+@dataclass
+class Unit:
+    """One run of a profile. ``compute(ctx)`` returns the run's metrics (or raises
+    :class:`~robustode.budget.OutOfBudget` at a clean boundary); ``status(store)`` is its :class:`Progress`;
+    ``kind`` groups units with the same per-epoch and per-stage costs (the same model on the same data);
+    ``probe()`` times that kind here and returns ``{"epoch_s": ..., "stages_s": {stage: ...}}``."""
+
+    id: str
+    experiment: str
+    run: str
+    params: dict
+    seed: int | None
+    epochs: int
+    stages: list[str]
+    kind: str
+    compute: Callable[[Context], dict]
+    status: Callable[[Store], Progress]
+    probe: Callable[[], dict]
+    requires: Callable[[], str] = lambda: ""  # why the unit cannot run here ("" when it can)
+    priority: int = 0
+
+    def matches(self, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(self.id, pattern) or fnmatch.fnmatchcase(self.id, f"*{pattern}*")
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+
+def profile_name(profile: str | dict) -> str:
+    return profile if isinstance(profile, str) else profile["name"]
+
+
+def units(profile: str | dict, device: torch.device | str = "auto") -> list[Unit]:
+    """Every unit of ``profile`` (a name, or a loaded profile) for runs on ``device``, in the order the runner
+    takes them (priority, then as the chapters list them)."""
+    from robustode.experiments import anode, attention, robustness, topology
+    from robustode.profiles import resolve_device
+
+    settings = load_profile(profile) if isinstance(profile, str) else profile
+    dev = resolve_device(device) if isinstance(device, str) else device
+    found: list[Unit] = []
+    for section, module in (("robustness", robustness), ("attention", attention), ("anode", anode), ("topology", topology)):
+        if section in settings and hasattr(module, "units"):
+            found += module.units(profile, dev)
+    ids = [u.id for u in found]
+    if len(ids) != len(set(ids)):
+        raise AssertionError(f"duplicate unit ids in profile {profile!r}")
+    return sorted(found, key=lambda u: u.priority)
+
+
+def select(all_units: list[Unit], only: list[str] | None) -> list[Unit]:
+    """The units matching any of ``only`` (shell patterns or substrings of the id); an empty match is an error."""
+    if not only:
+        return all_units
+    chosen = [u for u in all_units if any(u.matches(p) for p in only)]
+    if not chosen:
+        raise ValueError(f"no unit matches {', '.join(repr(p) for p in only)}; "
+                         f"`robustode plan` lists the ids (e.g. {all_units[0].id if all_units else 'none'})")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------- costs
+
+def _costs_path(store: Store) -> Path:
+    return store.root / "costs.json"
+
+
+def load_costs(store: Store) -> dict:
+    path = _costs_path(store)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def measure(store: Store, chosen: list[Unit], device: torch.device, force: bool = False) -> dict:
+    """Probe every kind of unit among ``chosen`` that has no measured cost yet (or all, with ``force``) and
+    keep the figures in ``results/<profile>/costs.json``, under the device they were measured on."""
+    costs = load_costs(store)
+    where = device.type
+    todo = {u.kind: u for u in chosen if not u.requires() and (force or u.kind not in costs.get(where, {}))}
+    if not todo:
+        return costs
+    section = costs.setdefault(where, {})
+    for kind, unit in todo.items():
+        print(f"[plan] measuring {kind} on {device_name(device)} ...", file=sys.stderr, flush=True)
+        tic = time.perf_counter()
+        section[kind] = {**unit.probe(), "probe_seconds": round(time.perf_counter() - tic, 1), "measured": now(),
+                         "device": device_name(device), "machine": platform.node(),
+                         "load_average": round(os.getloadavg()[0], 2)}  # other work on the machine inflates the figures
+        write_json_atomic(_costs_path(store), costs)
+    return costs
+
+
+def observed(store: Store, unit: Unit) -> dict:
+    """Epoch and stage times recorded by finished units of the same kind (other seeds), if any."""
+    epoch_s, stages_s = [], {}
+    for run in store.runs(unit.experiment):
+        if run["run"] == unit.run or run["params"].get("model") != unit.params.get("model"):
+            continue
+        history = run["metrics"].get("history") or {}
+        # the last epoch: for TisODE the steady-state term makes later epochs the dearer ones
+        if history.get("epochs"):
+            epoch_s.append(history["epochs"][-1]["seconds"])
+        for stage, seconds in (run["metrics"].get("seconds") or {}).items():
+            stages_s.setdefault(stage, []).append(seconds)
+    out: dict = {}
+    if epoch_s:
+        out["epoch_s"] = max(epoch_s)
+    if stages_s:
+        out["stages_s"] = {k: max(v) for k, v in stages_s.items()}
+    return out
+
+
+def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict) -> float | None:
+    """Estimated seconds to finish ``unit`` on the device ``costs`` describe; ``None`` when never measured."""
+    if progress.state == DONE:
+        return 0.0
+    measured = {**costs.get(unit.kind, {}), **{k: v for k, v in seen.items() if v}}
+    if "epoch_s" not in measured:
+        return None
+    stages = {**costs.get(unit.kind, {}).get("stages_s", {}), **seen.get("stages_s", {})}
+    return progress.epochs_left * measured["epoch_s"] + sum(stages.get(s, 0.0) for s in progress.stages_left)
+
+
+def stage_estimator(store: Store, unit: Unit, device: torch.device) -> Callable[[str], float]:
+    """``estimate(stage)`` in seconds for the runner's deadline checks (observed times first, then the probe)."""
+    probe = load_costs(store).get(device.type, {}).get(unit.kind, {}).get("stages_s", {})
+    seen = observed(store, unit).get("stages_s", {})
+    return lambda stage: seen.get(stage, probe.get(stage, 0.0))
+
+
+def epoch_estimate(store: Store, unit: Unit, device: torch.device) -> float:
+    seen = observed(store, unit).get("epoch_s")
+    return seen if seen is not None else load_costs(store).get(device.type, {}).get(unit.kind, {}).get("epoch_s", 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- showing it
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store | None = None,
+              device: torch.device | str = "auto") -> list[dict]:
+    """One row per unit: order, id, state and detail, estimated time left on this machine's CPU and on a GPU
+    (from ``costs.json``; "not measured" where no probe or run has timed that kind of unit there)."""
+    store = store or Store(profile_name(profile))
+    all_costs = load_costs(store)
+    rows = []
+    for order, unit in enumerate(select(units(profile, device), only), start=1):
+        why = unit.requires()
+        progress = Progress(BLOCKED, why) if why else unit.status(store)
+        seen = observed(store, unit)
+        cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen)
+        gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
+        rows.append({"order": order, "unit": unit.id, "state": progress.state, "detail": progress.detail,
+                     "CPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(cpu),
+                     "GPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(gpu),
+                     "_cpu_s": cpu if progress.state not in (DONE, BLOCKED) else 0.0})
+    return rows
+
+
+def collapse_blocked(rows: list[dict]) -> list[dict]:
+    """The display rows: the runnable units in plan order, then one line per chapter / data set and reason for
+    the blocked ones (a data set that is missing is said once, not once per unit)."""
+    shown = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows if r["state"] != BLOCKED]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row["state"] == BLOCKED:
+            groups.setdefault(("/".join(row["unit"].split("/")[:2]), row["detail"]), []).append(row)
+    for (prefix, why), members in groups.items():
+        shown.append({"order": "—", "unit": f"{prefix}/* ({len(members)} units)", "state": BLOCKED, "detail": why,
+                      "CPU left": "—", "GPU left": "—"})
+    return shown
+
+
+def plan_summary(rows: list[dict]) -> str:
+    counts = {s: sum(r["state"] == s for r in rows) for s in (DONE, PARTIAL, PENDING, BLOCKED)}
+    unknown = sum(r["_cpu_s"] is None for r in rows)
+    left = sum(r["_cpu_s"] or 0.0 for r in rows)
+    text = (f"{len(rows)} units: {counts[DONE]} done, {counts[PARTIAL]} partial, {counts[PENDING]} pending, "
+            f"{counts[BLOCKED]} blocked; about {fmt_seconds(left)} of CPU time left here")
+    return text + (f" (+ {unknown} units not measured yet)" if unknown else "")
+
+
+# ---------------------------------------------------------------------------------------------- running it
+
+@dataclass
+class Outcome:
+    """What :func:`advance` did: units finished, units stopped by the budget, units skipped (locked / blocked)."""
+
+    finished: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    remaining: int = 0
+
+    @property
+    def all_done(self) -> bool:
+        return self.remaining == 0
+
+
+def ensure(unit: Unit, ctx: Context, resume: bool = True) -> dict:
+    """The unit's stored results (when ``resume`` and stored with the same parameters), else :func:`run_unit`."""
+    if resume and (stored := ctx.store.run(unit.experiment, unit.run, unit.params)) is not None:
+        return stored
+    return run_unit(unit, ctx)
+
+
+def run_unit(unit: Unit, ctx: Context) -> dict:
+    """Compute ``unit`` under its lock and write its results file (the store drops its partial evaluation)."""
+    with ctx.store.lock(unit.experiment, unit.run):
+        started = now()
+        metrics = unit.compute(ctx)
+        stored = ctx.store.write(unit.experiment, unit.run, params=unit.params, seed=unit.seed, started=started,
+                                 device=ctx.device, metrics=metrics)
+        ctx.store.drop_partial(unit.experiment, unit.run, unit.params)
+        return stored
+
+
+def advance(profile: str | dict, budget: float | None = None, only: list[str] | None = None, device: str = "cpu",
+            progress: bool = True, store: Store | None = None, threads: int | None = None,
+            log: Callable[[str], None] | None = None) -> Outcome:
+    """Run the pending units of ``profile`` (those matching ``only``) in plan order until ``budget`` seconds are
+    spent. A unit starts an epoch or an evaluation stage only if it is expected to finish before the deadline;
+    one that does not fit is left for the next call and smaller units after it may still run."""
+    from robustode.profiles import resolve_device
+
+    deadline = Deadline(budget)
+    dev = resolve_device(device)
+    store = store or Store(profile_name(profile))
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    chosen = select(units(profile, dev), only)
+    runnable = [u for u in chosen if not u.requires()]
+    outcome = Outcome(skipped=[u.id for u in chosen if u.requires()])
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)  # before the probes, so they time what the runs will get
+    limit = (lambda: fmt_seconds(deadline.left()) + " of the budget left") if budget else (lambda: "no budget limit")
+    try:
+        measure(store, [u for u in runnable if u.status(store).state != DONE], dev)
+        todo = [u for u in runnable if u.status(store).state != DONE]
+        total, tic = len(chosen), time.monotonic()
+        done_before = len(chosen) - len(todo) - len(outcome.skipped)
+        for index, unit in enumerate(todo):
+            eta = _eta(store, todo[index:], dev)
+            log(f"[run] {done_before + len(outcome.finished)}/{total} done · starting {unit.id} · "
+                f"ETA {fmt_seconds(eta)} for this selection · {limit()}")
+
+            def on_epoch(record: dict, unit: Unit = unit) -> None:
+                log(f"[run] {unit.id}: epoch {record['epoch']}/{unit.epochs} in {record['seconds']:.0f} s · {limit()}")
+
+            ctx = Context(store, dev, deadline, progress, on_epoch, epoch_estimate(store, unit, dev),
+                          stage_estimator(store, unit, dev))
+            try:
+                run_unit(unit, ctx)
+                outcome.finished.append(unit.id)
+                log(f"[run] finished {unit.id} ({fmt_seconds(time.monotonic() - tic)} into this call)")
+            except OutOfBudget as stop:
+                outcome.stopped.append(unit.id)
+                log(f"[run] stopped {unit.id} at a clean boundary: {stop}")
+            except RunLocked as locked:
+                outcome.skipped.append(unit.id)
+                log(f"[run] skipped: {locked}")
+    finally:
+        torch.set_num_threads(before)
+    outcome.remaining = sum(u.status(store).state != DONE for u in runnable)
+    return outcome
+
+
+def _eta(store: Store, pending: list[Unit], device: torch.device) -> float | None:
+    costs = load_costs(store).get(device.type, {})
+    total = 0.0
+    for unit in pending:
+        left = remaining_seconds(unit, unit.status(store), costs, observed(store, unit))
+        if left is None:
+            return None
+        total += left
+    return total
+
+
+def exit_status(outcome: Outcome) -> int:
+    """0: every runnable unit is done; 3: more to do (call again)."""
+    return 0 if outcome.all_done else 3
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a training checkpoint reached (plain loop or engine), or ``None`` when there is none."""
+    if not path.exists():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def time_steps(step: Callable[[], None], repeats: int = 2) -> float:
+    """Seconds per call of ``step`` after one warm-up call (the median of ``repeats``)."""
+    step()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - tic)
+    return sorted(times)[len(times) // 2] if times else math.nan
