@@ -100,14 +100,16 @@ def units(profile: str | dict, device: torch.device | str = "auto") -> list[Unit
 
     settings = load_profile(profile) if isinstance(profile, str) else profile
     dev = resolve_device(device) if isinstance(device, str) else device
-    found: list[Unit] = []
-    for section, module in (("robustness", robustness), ("attention", attention), ("anode", anode), ("topology", topology)):
-        if section in settings and hasattr(module, "units"):
-            found += module.units(profile, dev)
-    ids = [u.id for u in found]
+    found: list[tuple[int, Unit]] = []
+    # chapters from the cheapest runs to the dearest, so a CPU advances the ones it can finish first
+    for rank, (section, module) in enumerate((("topology", topology), ("attention", attention),
+                                              ("robustness", robustness), ("anode", anode))):
+        if section in settings:
+            found += [(rank, u) for u in module.units(profile, dev)]
+    ids = [u.id for _, u in found]
     if len(ids) != len(set(ids)):
-        raise AssertionError(f"duplicate unit ids in profile {profile!r}")
-    return sorted(found, key=lambda u: u.priority)
+        raise AssertionError(f"duplicate unit ids in profile {profile_name(profile)!r}")
+    return [u for _, u in sorted(found, key=lambda pair: (pair[0], pair[1].priority))]
 
 
 def select(all_units: list[Unit], only: list[str] | None) -> list[Unit]:

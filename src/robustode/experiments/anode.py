@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from robustode.budget import Deadline
 from robustode.data.images import check_dataset, is_available, load_tensors, subset, tensor_batches
 from robustode.experiments import run_once
 from robustode.memory import step_cost
@@ -33,8 +34,9 @@ from robustode.models.conv_anode import ConvDynamics, ConvODENet
 from robustode.odeblock import FIXED_GRID_METHODS, ODEBlock, SolverFailure, check_method, solver_guard
 from robustode.profiles import check_choice, check_positive, experiment_config, resolve_device
 from robustode.reference import compare, reference_values
-from robustode.results import config_key, fmt_mean_sd, load_results, mean_sd
+from robustode.results import fmt_mean_sd, load_results, mean_sd
 from robustode.seeding import seed_everything
+from robustode.store import Store
 from robustode.timing import cpu_threads
 from robustode.training import TrainSpec, train
 
@@ -205,14 +207,16 @@ def _variants(cfg: dict, dataset: str) -> dict[str, dict]:
 
 def _train_variant(
     dataset: str, name: str, variant: dict, cfg: dict, seed: int, data: tuple, device: torch.device,
-    checkpoint: Path | None, progress: bool, desc: str,
+    checkpoint: Path | None, progress: bool, desc: str, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
     (x, y), (x_test, y_test) = data
     seed_everything(seed)
     model = build_variant(dataset, variant, cfg)
     spec = TrainSpec(epochs=cfg["epochs"], lr=cfg["lr"], seed=seed)
     hist = train(model, tensor_batches(x.to(device), y.to(device), cfg["batch_size"], seed), spec, device,
-                 checkpoint=checkpoint, progress=progress, desc=desc)
+                 checkpoint=checkpoint, progress=progress, desc=desc, deadline=deadline, epoch_estimate=epoch_estimate,
+                 on_epoch=on_epoch)
     metrics = {
         "parameters": count_parameters(model),
         "history": hist.as_dict(),
@@ -226,64 +230,120 @@ def _train_variant(
     return metrics
 
 
-def _checkpoint(results_dir: Path, cfg: dict, experiment: str, run: str, params: dict) -> Path | None:
-    """Named with the parameters' hash: a changed profile never resumes a stale run."""
-    return Path(results_dir) / "checkpoints" / experiment / f"{run}-{config_key(params)}.pt" if cfg["checkpoint"] else None
-
-
 def image_classification(
     profile: str | dict, dataset: str, device: str = "auto", results_dir: Path | None = None, progress: bool = True
 ) -> list[dict]:
-    """Dupont et al.'s image experiment: every variant (NODE and ANODEs over p) x repetitions on ``dataset``.
-
-    Returns ``[]`` without running anything when the data set is not on disk.
+    """Dupont et al.'s image experiment: every variant (NODE and ANODEs over p) x repetitions on ``dataset`` (the
+    run plan's units, stored runs reused). Returns ``[]`` without running anything when the data set is not on disk.
     """
     cfg = _config(profile, "images")
     check_choice("dataset", dataset, cfg["datasets"])
-    variants = _variants(cfg, dataset)
-    if not is_available(dataset):
-        return []
-    dev = resolve_device(device)
-    data = image_data(dataset, cfg)
-    experiment = experiment_name(dataset)
-    runs = []
-    with cpu_threads(cfg["threads"]):
-        for seed in range(cfg["repetitions"]):
-            for name, variant in variants.items():
-                run = f"{name}-seed{seed}"
-                params = {**cfg, "variants": None, "dataset": dataset, "model": name, **variant}
-                runs.append(run_once(
-                    results_dir, experiment, run, params=params, seed=seed, profile=_profile_name(profile), device=dev,
-                    resume=cfg["resume"],
-                    compute=lambda name=name, variant=variant, seed=seed, run=run, params=params: _train_variant(
-                        dataset, name, variant, cfg, seed, data, dev,
-                        _checkpoint(results_dir, cfg, experiment, run, params), progress, f"{dataset} {name} seed {seed}"),
-                ))
-    return runs
+    _variants(cfg, dataset)
+    return _ensure_all([u for u in units(profile) if u.experiment == experiment_name(dataset)], cfg, device,
+                       results_dir, profile, progress)
 
 
 def instability(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
     """Dupont et al.'s Fig. 4: the NODE trained for longer; each repetition's loss / NFE trace and failure."""
     cfg = _config(profile, "instability")
-    dataset = check_choice("dataset", cfg["dataset"], ("MNIST", "CIFAR10"))
-    if not is_available(dataset):
+    check_choice("dataset", cfg["dataset"], ("MNIST", "CIFAR10"))
+    return _ensure_all([u for u in units(profile) if u.experiment == "anode-instability"], cfg, device, results_dir,
+                       profile, progress)
+
+
+def _ensure_all(chosen: list, cfg: dict, device: str, results_dir: Path | None, profile, progress: bool) -> list[dict]:
+    from robustode.plan import Context, ensure
+
+    if not chosen or chosen[0].requires():
         return []
-    dev = resolve_device(device)
-    data = image_data(dataset, cfg)
-    runs = []
+    ctx = Context(Store(_profile_name(profile), results_dir), resolve_device(device), Deadline(), progress)
     with cpu_threads(cfg["threads"]):
-        for seed in range(cfg["repetitions"]):
-            run = f"{cfg['model']}-seed{seed}"
-            params = {**cfg, "dataset": dataset}
-            runs.append(run_once(
-                results_dir, "anode-instability", run, params=params, seed=seed, profile=_profile_name(profile),
-                device=dev, resume=cfg["resume"],
-                compute=lambda seed=seed, run=run, params=params: _train_variant(
-                    dataset, cfg["model"], {"filters": cfg["filters"], "augment_dim": cfg["augment_dim"]}, cfg, seed,
-                    data, dev, _checkpoint(results_dir, cfg, "anode-instability", run, params), progress,
-                    f"instability seed {seed}"),
-            ))
-    return runs
+        return [ensure(u, ctx, cfg["resume"]) for u in chosen]
+
+
+_DATA: dict[tuple, tuple] = {}
+
+
+def _cached_data(dataset: str, cfg: dict) -> tuple:
+    key = (dataset, cfg.get("image_size"), cfg["train_size"], cfg["test_size"])
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = image_data(dataset, cfg)
+    return _DATA[key]
+
+
+def probe(dataset: str, variant: dict, cfg: dict) -> dict:
+    """Seconds per epoch measured here: one training step of a fresh model on random images (dopri5 + adjoint at
+    initialisation; the NFE, and with it the cost, grows as the field learns, so this is a lower bound)."""
+    from robustode.plan import time_steps
+
+    spec = check_dataset(dataset)
+    size = cfg.get("image_size") or spec.size
+    torch.manual_seed(0)
+    model = build_variant(dataset, variant, cfg)
+    x, y = torch.rand(cfg["batch_size"], spec.channels, size, size), torch.randint(0, spec.classes, (cfg["batch_size"],))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with cpu_threads(cfg["threads"]):
+        step_s = time_steps(step, repeats=1)
+    n_train = cfg["train_size"] or TRAIN_IMAGES[dataset]
+    return {"epoch_s": math.ceil(n_train / cfg["batch_size"]) * step_s, "step_s": step_s}
+
+
+TRAIN_IMAGES = {"MNIST": 60_000, "CIFAR10": 50_000, "SVHN": 73_257, "FashionMNIST": 60_000}
+
+
+def units(profile: str | dict, device: torch.device | None = None) -> list:
+    """The run plan's units of chapter 5: the image runs (data set x variant x repetition) and the instability
+    runs; each trains with per-epoch checkpoints. (The memory measurements take seconds and run in the notebook.)"""
+    from robustode.plan import DONE, PARTIAL, PENDING, Progress, Unit, checkpoint_epoch
+
+    out, jobs = [], []
+    parts = experiment_config(profile, "anode")
+    if "images" in parts:
+        images = _config(profile, "images")
+        for dataset in images["datasets"]:
+            for name, variant in _variants(images, dataset).items():
+                for seed in range(images["repetitions"]):
+                    params = {**images, "variants": None, "dataset": dataset, "model": name, **variant}
+                    jobs.append((experiment_name(dataset), f"{name}-seed{seed}", params, images, dataset, name, variant, seed))
+    if "instability" in parts:
+        unstable = _config(profile, "instability")
+        for seed in range(unstable["repetitions"]):
+            variant = {"filters": unstable["filters"], "augment_dim": unstable["augment_dim"]}
+            jobs.append(("anode-instability", f"{unstable['model']}-seed{seed}", {**unstable, "dataset": unstable["dataset"]},
+                         unstable, unstable["dataset"], unstable["model"], variant, seed))
+    for index, (experiment, run, params, cfg, dataset, name, variant, seed) in enumerate(jobs):
+
+        def status(store: Store, experiment=experiment, run=run, params=params, cfg=cfg) -> Progress:
+            if store.run(experiment, run, params) is not None:
+                return Progress(DONE, "results file written")
+            epoch = checkpoint_epoch(store.checkpoint(experiment, run, params)) if cfg["checkpoint"] else None
+            if epoch is not None:
+                return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch)
+            return Progress(PENDING, "", cfg["epochs"])
+
+        def compute(ctx, experiment=experiment, run=run, params=params, cfg=cfg, dataset=dataset, name=name,
+                    variant=variant, seed=seed) -> dict:
+            checkpoint = ctx.store.checkpoint(experiment, run, params) if cfg["checkpoint"] else None
+            desc = f"instability seed {seed}" if experiment == "anode-instability" else f"{dataset} {name} seed {seed}"
+            return _train_variant(dataset, name, variant, cfg, seed, _cached_data(dataset, cfg), ctx.device, checkpoint,
+                                  ctx.progress, desc, ctx.deadline, ctx.epoch_estimate, ctx.on_epoch)
+
+        kind = f"{experiment}/{name}/{cfg['epochs']}x{cfg['batch_size']}"
+        out.append(Unit(
+            id=f"anode/{experiment.removeprefix('anode-')}/{name}/seed{seed}", experiment=experiment, run=run,
+            params=params, seed=seed, epochs=cfg["epochs"], stages=[], kind=kind, compute=compute, status=status,
+            probe=lambda dataset=dataset, variant=variant, cfg=cfg: probe(dataset, variant, cfg),
+            requires=lambda dataset=dataset: missing_reason(dataset) or "", priority=100 * seed + index,
+        ))
+    return out
 
 
 # --- summaries --------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustode.budget import Deadline
 from robustode.data.toy import concentric_spheres, flip_1d, intervals_1d
-from robustode.experiments import run_once
 from robustode.models.toy import ODENet, ResNet
 from robustode.profiles import check_positive, experiment_config, resolve_device
 from robustode.results import fmt_mean_sd, load_results
@@ -88,74 +88,107 @@ def _profile_name(profile: str | dict) -> str:
     return profile if isinstance(profile, str) else profile["name"]
 
 
+def _flip_compute(cfg: dict, name: str, seed: int, ctx) -> dict:
+    seed_everything(seed)
+    x, y = flip_1d(cfg["num_points"], seed)
+    model = build(name, 1, cfg, linear_head=False)
+    hist = train(model, shuffled_batches(x, y, cfg["batch_size"], seed), _spec(cfg, seed), ctx.device,
+                 progress=ctx.progress, desc=f"flip {name} seed {seed}", deadline=ctx.deadline,
+                 epoch_estimate=ctx.epoch_estimate)
+    model.cpu()
+    probe = torch.tensor([[-1.0], [1.0]])
+    with torch.no_grad():
+        mapped = model(probe).squeeze(1).tolist()
+    return {
+        "history": hist.as_dict(), "final": _evaluate(model, x, y),
+        "g_minus1": mapped[0], "g_plus1": mapped[1],
+        "trajectory": _states(model, probe, cfg["plot_times"]).tolist(),
+    }
+
+
+def _classification_compute(cfg: dict, name: str, seed: int, data_dim: int, make_data: Callable[[int], tuple],
+                            keep_flows_for: tuple[str, ...], part: str, ctx) -> dict:
+    seed_everything(seed)
+    x, y = make_data(seed)
+    x_test, y_test = make_data(seed + 10_000)
+    model = build(name, data_dim, cfg)
+    hist = train(model, shuffled_batches(x, y, cfg["batch_size"], seed), _spec(cfg, seed), ctx.device,
+                 progress=ctx.progress, desc=f"{part} {name} seed {seed}", deadline=ctx.deadline,
+                 epoch_estimate=ctx.epoch_estimate)
+    model.cpu()
+    metrics = {"history": hist.as_dict(), "train": _evaluate(model, x, y),
+               "test": _evaluate(model, x_test, y_test), "failure": hist.failure}
+    if seed == 0 and name in keep_flows_for:
+        sample = x[: cfg["plot_points"]]
+        metrics["flow"] = {
+            "x": sample.tolist(), "y": y[: cfg["plot_points"]].squeeze(1).tolist(),
+            "trajectory": _states(model, sample, cfg["plot_times"]).tolist(),
+        }
+        if data_dim == 2 and name == "NODE":
+            metrics["flow"]["field"] = vector_field(model, cfg["field_grid"])
+    return metrics
+
+
+def units(profile: str | dict, device: torch.device | None = None) -> list:
+    """The run plan's units of chapter 1: flip, intervals and spheres, one per model x repetition (each a few
+    seconds to minutes on a CPU, so no checkpoints: a stopped run starts again)."""
+    from robustode.plan import DONE, PENDING, Progress, Unit
+
+    parts = [p for p in ("flip", "intervals", "spheres") if p in experiment_config(profile, "topology")]
+    cfgs = {part: _config(profile, part) for part in parts}
+    jobs = []  # (part, cfg, name, seed, params, compute(ctx))
+    if "flip" in cfgs:
+        flip_cfg = cfgs["flip"]
+        for seed in range(flip_cfg["repetitions"]):
+            for name in ("NODE", "ResNet", "ANODE-p1"):
+                jobs.append(("flip", flip_cfg, name, seed,
+                             {**flip_cfg, "model": name, "readout": "first coordinate (no learnable head)"},
+                             lambda ctx, name=name, seed=seed: _flip_compute(flip_cfg, name, seed, ctx)))
+    classifications = []
+    if "intervals" in cfgs:
+        c = cfgs["intervals"]
+        classifications.append(("intervals", c, 1, lambda seed, c=c: intervals_1d(c["num_inner"], c["num_outer"], seed),
+                                ["NODE", "ANODE-p1", "ResNet"], ("NODE", "ANODE-p1", "ResNet")))
+    if "spheres" in cfgs:
+        c = cfgs["spheres"]
+        if any(p < 0 for p in c["augment_dims"]):
+            raise ValueError(f"augment_dims must be >= 0, got {c['augment_dims']}")
+        classifications.append(("spheres", c, 2, lambda seed, c=c: concentric_spheres(
+            2, c["num_inner"], c["num_outer"], tuple(c["inner_range"]), tuple(c["outer_range"]), seed),
+            model_names(c["augment_dims"]), ("NODE", "ANODE-p1")))
+    for part, cfg, dim, make, names, keep in classifications:
+        for seed in range(cfg["repetitions"]):
+            for name in names:
+                jobs.append((part, cfg, name, seed, {**cfg, "model": name},
+                             lambda ctx, cfg=cfg, name=name, seed=seed, dim=dim, make=make, keep=keep, part=part:
+                             _classification_compute(cfg, name, seed, dim, make, keep, part, ctx)))
+    out = []
+    for index, (part, cfg, name, seed, params, compute) in enumerate(jobs):
+        experiment, run = f"topology-{part}", f"{name}-seed{seed}"
+
+        def status(store, experiment=experiment, run=run, params=params, epochs=cfg["epochs"]) -> Progress:
+            stored = store.run(experiment, run, params) is not None
+            return Progress(DONE, "results file written") if stored else Progress(PENDING, "", epochs)
+
+        out.append(Unit(id=f"topology/{part}/{name}/seed{seed}", experiment=experiment, run=run, params=params, seed=seed,
+                        epochs=cfg["epochs"], stages=[], kind=f"topology/{part}/{name}", compute=compute, status=status,
+                        probe=lambda: {"epoch_s": 1.0}, priority=index))
+    return out
+
+
+def _run_part(profile: str | dict, part: str, device: str, results_dir: Path | None, progress: bool) -> list[dict]:
+    from robustode.plan import Context, ensure
+    from robustode.store import Store
+
+    cfg = _config(profile, part)
+    name = profile if isinstance(profile, str) else profile["name"]
+    ctx = Context(Store(name, results_dir), resolve_device(device), Deadline(), progress)
+    return [ensure(u, ctx, cfg["resume"]) for u in units(profile) if u.experiment == f"topology-{part}"]
+
+
 def flip(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
     """Fit g(-1) = 1, g(1) = -1 with the flow itself (no learnable read-out): NODE, ResNet, ANODE p=1."""
-    cfg = _config(profile, "flip")
-    dev = resolve_device(device)
-    runs = []
-    for seed in range(cfg["repetitions"]):
-        for name in ("NODE", "ResNet", "ANODE-p1"):
-            params = {**cfg, "model": name, "readout": "first coordinate (no learnable head)"}
-
-            def compute(name=name, seed=seed) -> dict:
-                seed_everything(seed)
-                x, y = flip_1d(cfg["num_points"], seed)
-                model = build(name, 1, cfg, linear_head=False)
-                hist = train(model, shuffled_batches(x, y, cfg["batch_size"], seed), _spec(cfg, seed), dev,
-                             progress=progress, desc=f"flip {name} seed {seed}")
-                model.cpu()
-                probe = torch.tensor([[-1.0], [1.0]])
-                with torch.no_grad():
-                    mapped = model(probe).squeeze(1).tolist()
-                return {
-                    "history": hist.as_dict(), "final": _evaluate(model, x, y),
-                    "g_minus1": mapped[0], "g_plus1": mapped[1],
-                    "trajectory": _states(model, probe, cfg["plot_times"]).tolist(),
-                }
-
-            runs.append(run_once(
-                results_dir, "topology-flip", f"{name}-seed{seed}", params=params, seed=seed,
-                profile=_profile_name(profile), device=dev, resume=cfg["resume"], compute=compute,
-            ))
-    return runs
-
-
-def _classification(
-    experiment: str, part: str, data_dim: int, make_data: Callable[[int], tuple], profile, device, results_dir,
-    progress: bool, names: list[str], keep_flows_for: tuple[str, ...],
-) -> list[dict]:
-    cfg = _config(profile, part)
-    dev = resolve_device(device)
-    runs = []
-    for seed in range(cfg["repetitions"]):
-        for name in names:
-            params = {**cfg, "model": name}
-
-            def compute(name=name, seed=seed) -> dict:
-                seed_everything(seed)
-                x, y = make_data(seed)
-                x_test, y_test = make_data(seed + 10_000)
-                model = build(name, data_dim, cfg)
-                hist = train(model, shuffled_batches(x, y, cfg["batch_size"], seed), _spec(cfg, seed), dev,
-                             progress=progress, desc=f"{part} {name} seed {seed}")
-                model.cpu()
-                metrics = {"history": hist.as_dict(), "train": _evaluate(model, x, y),
-                           "test": _evaluate(model, x_test, y_test), "failure": hist.failure}
-                if seed == 0 and name in keep_flows_for:
-                    sample = x[: cfg["plot_points"]]
-                    metrics["flow"] = {
-                        "x": sample.tolist(), "y": y[: cfg["plot_points"]].squeeze(1).tolist(),
-                        "trajectory": _states(model, sample, cfg["plot_times"]).tolist(),
-                    }
-                    if data_dim == 2 and name == "NODE":
-                        metrics["flow"]["field"] = vector_field(model, cfg["field_grid"])
-                return metrics
-
-            runs.append(run_once(
-                results_dir, experiment, f"{name}-seed{seed}", params=params, seed=seed,
-                profile=_profile_name(profile), device=dev, resume=cfg["resume"], compute=compute,
-            ))
-    return runs
+    return _run_part(profile, "flip", device, results_dir, progress)
 
 
 def vector_field(model: ODENet, grid: int, extent: float = 2.0, t: float = 0.0) -> dict:
@@ -171,25 +204,12 @@ def vector_field(model: ODENet, grid: int, extent: float = 2.0, t: float = 0.0) 
 
 def intervals(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
     """Classify [-1, 1] against [-3, -2] u [2, 3] (1-D): NODE, ANODE p=1 and ResNet with a linear head."""
-    cfg = _config(profile, "intervals")
-    return _classification(
-        "topology-intervals", "intervals", 1,
-        lambda seed: intervals_1d(cfg["num_inner"], cfg["num_outer"], seed), profile, device, results_dir,
-        progress, ["NODE", "ANODE-p1", "ResNet"], keep_flows_for=("NODE", "ANODE-p1", "ResNet"),
-    )
+    return _run_part(profile, "intervals", device, results_dir, progress)
 
 
 def spheres(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
     """Dupont et al.'s 2-D concentric spheres: ResNet, NODE and ANODE for every configured p."""
-    cfg = _config(profile, "spheres")
-    if any(p < 0 for p in cfg["augment_dims"]):
-        raise ValueError(f"augment_dims must be >= 0, got {cfg['augment_dims']}")
-    make = lambda seed: concentric_spheres(  # noqa: E731
-        2, cfg["num_inner"], cfg["num_outer"], tuple(cfg["inner_range"]), tuple(cfg["outer_range"]), seed)
-    return _classification(
-        "topology-spheres", "spheres", 2, make, profile, device, results_dir, progress,
-        model_names(cfg["augment_dims"]), keep_flows_for=("NODE", "ANODE-p1"),
-    )
+    return _run_part(profile, "spheres", device, results_dir, progress)
 
 
 def summary(results_dir: Path, experiment: str) -> list[dict]:
