@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from robustode.experiments import robustness
+from robustode.chapters import robustness
 from robustode.paths import data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_epoch_time_refuses_bad_arguments_before_any_work():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not robustness.available("MNIST")[0], reason="MNIST not in data/")
+@pytest.mark.skipif(not robustness.config.available("MNIST")[0], reason="MNIST not in data/")
 def test_engine_accuracy_compares_both_paths_over_seeds():
     out = _run("engine_accuracy.py", "--device", "cpu", "--train-size", "256", "--width", "4", "--epochs", "1",
                "--seeds", "2", "--model", "CNN")

@@ -3,8 +3,9 @@ import math
 
 import pytest
 
-from robustode.experiments import run_once
 from robustode.results import fmt_mean_sd, load_run, mean_sd, write_result
+from robustode.store import Store
+from robustode.units import run_once
 
 
 def test_mean_sd_uses_the_sample_standard_deviation():
@@ -35,10 +36,11 @@ def test_a_stored_run_is_reused_only_with_identical_parameters(results_tmp):
         calls.append(1)
         return {"value": len(calls)}
 
-    kw = dict(seed=0, profile="full", device="cpu", resume=True, compute=compute)
-    first = run_once(results_tmp, "exp", "r", params={"epochs": 3}, **kw)
-    again = run_once(results_tmp, "exp", "r", params={"epochs": 3}, **kw)
-    changed = run_once(results_tmp, "exp", "r", params={"epochs": 4}, **kw)
+    kw = dict(seed=0, device="cpu", resume=True, compute=compute)
+    store = Store("full", results_tmp)
+    first = run_once(store, "exp", "r", params={"epochs": 3}, **kw)
+    again = run_once(store, "exp", "r", params={"epochs": 3}, **kw)
+    changed = run_once(store, "exp", "r", params={"epochs": 4}, **kw)
     assert first["metrics"] == again["metrics"] == {"value": 1}
     assert changed["metrics"] == {"value": 2}
     assert load_run(results_tmp, "exp", "r", {"epochs": 3}) is None

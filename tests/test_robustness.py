@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+from robustode.chapters import robustness
 from robustode.cli import main
 from robustode.defences import FeatureDenoising, InputRandomisation
 from robustode.evaluation import sanity_checks
-from robustode.experiments import robustness
 from robustode.models import build_model, count_parameters
 from robustode.models.robust import ConvField, build
 from robustode.noise import NoiseAugmentation, gaussian_noise
@@ -139,20 +139,20 @@ def test_sanity_checks_flag_pgd_weaker_than_fgsm_and_autoattack_weaker_than_pgd(
 
 
 def test_table_one_rows_and_epsilons_come_from_the_reference_values():
-    rows = robustness.table_one_rows("SVHN")
+    rows = robustness.config.table_one_rows("SVHN")
     assert ("gaussian_sigma_35", "gaussian", "35") in rows and ("fgsm_8/255", "fgsm", "8/255") in rows
-    assert robustness.eps_value("8/255") == pytest.approx(8 / 255)
-    assert robustness.eps_grid(robustness.config("quick"), "pgd")[-2:] == ["0.2", "0.3"]
+    assert robustness.config.eps_value("8/255") == pytest.approx(8 / 255)
+    assert robustness.config.eps_grid(robustness.config.config("quick"), "pgd")[-2:] == ["0.2", "0.3"]
 
 
 def test_an_unknown_model_or_dataset_is_rejected_before_any_work():
     with pytest.raises(ValueError, match="choose one of"):
-        robustness.run("quick", ["ResNet152"])
+        robustness.run.ensure_runs("quick", ["ResNet152"])
     with pytest.raises(ValueError, match="MNIST, SVHN, ImgNet10"):
-        robustness.config("quick", "CIFAR100")
+        robustness.config.config("quick", "CIFAR100")
 
 
-needs_mnist = pytest.mark.skipif(not robustness.available("MNIST")[0], reason="MNIST not in data/")
+needs_mnist = pytest.mark.skipif(not robustness.config.available("MNIST")[0], reason="MNIST not in data/")
 
 
 def tiny_profile() -> dict:
@@ -176,15 +176,15 @@ def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_pa
     monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))  # the real data, an isolated results folder
     monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
     results_tmp = tmp_path
-    runs = robustness.run(tiny_profile(), ["TisODE"], "MNIST", "cpu", results_tmp / "r", progress=False)
+    runs = robustness.run.ensure_runs(tiny_profile(), ["TisODE"], "MNIST", "cpu", results_tmp / "r", progress=False)
     metrics = runs[0]["metrics"]
     assert metrics["history"]["epochs"][0]["iterations"] == 2
     assert set(metrics["faithful"]["pgd"]) >= {"0.2", "0.3"} and "100.0" in metrics["noise"]
     assert {c["check"] for c in metrics["checks"]} >= {"eps = 1 gives 0 %", "no gradient masking by the solver (faithful PGD-0.2)"}
     assert "randomised" in metrics and metrics["field_profile"]["t"][-1] == 2.0
-    rows = robustness.table_one(results_tmp / "r", "MNIST", "quick", models=("TisODE",))
+    rows = robustness.tables.table_one(results_tmp / "r", "MNIST", "quick", models=("TisODE",))
     assert len(rows) == 5 and all("(n=1, quick)" in r["reproduced"] for r in rows)
-    assert robustness.defence_table(results_tmp / "r")[1]["model"] == "TisODE + input randomisation"
+    assert robustness.tables.defence_table(results_tmp / "r")[1]["model"] == "TisODE + input randomisation"
 
 
 def checkpointed_profile(monkeypatch, tmp_path, **common) -> dict:
@@ -201,9 +201,9 @@ def checkpointed_profile(monkeypatch, tmp_path, **common) -> dict:
 @pytest.mark.slow
 def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_cpu_default(monkeypatch, tmp_path):
     prof = checkpointed_profile(monkeypatch, tmp_path, epochs=2)
-    assert robustness.trainer_for(robustness.config(prof), torch.device("cpu")) == "plain"
+    assert robustness.run.trainer_for(robustness.config.config(prof), torch.device("cpu")) == "plain"
     prof["robustness"]["common"]["trainer"] = "engine"
-    run = robustness.run(prof, ["CNN"], "MNIST", "cpu", tmp_path / "r", progress=False)[0]
+    run = robustness.run.ensure_runs(prof, ["CNN"], "MNIST", "cpu", tmp_path / "r", progress=False)[0]
     assert run["metrics"]["trainer"] == "engine (eager)" and run["params"]["trainer"] == "engine"
     assert [e["epoch"] for e in run["metrics"]["history"]["epochs"]] == [1, 2]
     # The finished model is kept (re-evaluation needs no retraining); its resume state is dropped.
@@ -219,7 +219,7 @@ def test_seeds_trained_together_give_the_runs_they_give_one_at_a_time(monkeypatc
     metrics = {}
     for together in (False, True):
         prof["robustness"]["common"]["concurrent_seeds"] = together
-        runs = robustness.run(prof, ["ODENet"], "MNIST", "cpu", tmp_path / str(together), progress=False)
+        runs = robustness.run.ensure_runs(prof, ["ODENet"], "MNIST", "cpu", tmp_path / str(together), progress=False)
         metrics[together] = [(r["metrics"]["history"]["epochs"][-1]["loss"], r["metrics"]["clean"]) for r in runs]
         shared = {r["metrics"]["history"]["epochs"][-1].get("concurrent_runs") for r in runs}
         assert shared == ({2} if together else {None})
@@ -230,7 +230,7 @@ def test_an_unknown_trainer_is_refused_before_any_work():
     prof = tiny_profile()
     prof["robustness"]["common"]["trainer"] = "turbo"
     with pytest.raises(ValueError, match="auto, plain, engine"):
-        robustness.run(prof, ["CNN"], "MNIST", "cpu")
+        robustness.run.ensure_runs(prof, ["CNN"], "MNIST", "cpu")
 
 
 def test_imgnet10_reads_its_ten_class_folders_and_names_what_is_missing(tmp_path):
@@ -249,30 +249,30 @@ def test_imgnet10_reads_its_ten_class_folders_and_names_what_is_missing(tmp_path
     (tmp_path / "train" / "n99999999").mkdir()  # another ImageNet class: ignored
     x, y = load_imgnet10(tmp_path, train=True, size=16, limit=1)
     assert x.shape == (10, 3, 16, 16) and y.tolist() == list(range(10))
-    assert robustness.available("ImgNet10", str(tmp_path)) == (True, "")
+    assert robustness.config.available("ImgNet10", str(tmp_path)) == (True, "")
 
 
 def test_without_data_runs_are_skipped_and_every_table_says_not_run_data_missing(monkeypatch, tmp_path, capsys):
-    from robustode.plots import robustness as figs
+    from robustode.chapters.robustness import figures as figs
 
     monkeypatch.setenv("ROBUSTODE_DATA", str(tmp_path / "empty"))
     out = tmp_path / "results"
-    assert robustness.run("quick", ["CNN", "ODENet"], "MNIST", "cpu", out, progress=False) == []
+    assert robustness.run.ensure_runs("quick", ["CNN", "ODENet"], "MNIST", "cpu", out, progress=False) == []
     assert not out.exists()
     tables = {
-        "table I": robustness.table_one(out, "MNIST", "quick"),
-        "strong": robustness.strong_table(out, "MNIST"),
-        "sanity": robustness.sanity_table(out, "MNIST"),
-        "solver": robustness.solver_transfer_table(out, "MNIST"),
-        "summary": robustness.run_summary(out, "MNIST"),
-        "steadiness": robustness.steadiness_table(out, "MNIST"),
-        "defences": robustness.defence_table(out, "MNIST"),
+        "table I": robustness.tables.table_one(out, "MNIST", "quick"),
+        "strong": robustness.tables.strong_table(out, "MNIST"),
+        "sanity": robustness.tables.sanity_table(out, "MNIST"),
+        "solver": robustness.tables.solver_transfer_table(out, "MNIST"),
+        "summary": robustness.tables.run_summary(out, "MNIST"),
+        "steadiness": robustness.tables.steadiness_table(out, "MNIST"),
+        "defences": robustness.tables.defence_table(out, "MNIST"),
     }
     for name, rows in tables.items():
         assert rows, name
         assert all(r.get("verdict", r.get("result", "")).startswith("not run: data missing (MNIST") for r in rows), name
-    assert all(r["ours (quick)"].startswith("not run: data missing") for r in robustness.authors_spread(out, "quick"))
-    assert robustness.findings(out, "MNIST")[0].startswith("MNIST: not run: data missing")
-    assert figs.accuracy_curves(robustness.curves(out, "MNIST"), "MNIST") is None
-    assert figs.field_profiles(robustness.field_profiles(out, "MNIST")) is None
+    assert all(r["ours (quick)"].startswith("not run: data missing") for r in robustness.tables.authors_spread(out, "quick"))
+    assert robustness.findings.findings(out, "MNIST")[0].startswith("MNIST: not run: data missing")
+    assert figs.accuracy_curves(robustness.tables.curves(out, "MNIST"), "MNIST") is None
+    assert figs.field_profiles(robustness.tables.field_profiles(out, "MNIST")) is None
     assert capsys.readouterr().out.count("Figure not drawn") == 2

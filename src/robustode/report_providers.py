@@ -77,7 +77,7 @@ for _section in COUNTED:
 
 @provider("anode_table_1")
 def _anode_table_1(printed: Printed, results_dir: Path) -> Reproduced:
-    from robustode.experiments.anode import experiment_name
+    from robustode.chapters.anode.run import experiment_name
 
     dataset, role = printed.key
     if dataset not in ("MNIST", "CIFAR10"):
@@ -89,14 +89,14 @@ def _anode_table_1(printed: Printed, results_dir: Path) -> Reproduced:
 
 
 def _robustness_values(results_dir: Path, dataset: str, key: str, model: str) -> Reproduced:
-    from robustode.experiments import robustness
+    from robustode.chapters import robustness
 
-    kind, value = next((k, v) for ref_key, k, v in robustness.table_one_rows(dataset) if ref_key == key)
+    kind, value = next((k, v) for ref_key, k, v in robustness.config.table_one_rows(dataset) if ref_key == key)
     runs = [r for r in load_results(results_dir, f"robustness-{dataset}") if r["params"]["model"] == model]
-    values = [robustness.table_value(r["metrics"], kind, value) for r in runs]
+    values = [robustness.tables.table_value(r["metrics"], kind, value) for r in runs]
     if values:
         return Reproduced(tuple(values), _device(runs))
-    ok, reason = robustness.available(dataset)
+    ok, reason = robustness.config.available(dataset)
     return Reproduced(reason=reason if not ok else _no_results(results_dir))
 
 

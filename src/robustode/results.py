@@ -64,8 +64,10 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
     }
 
 
-# How a run is executed, not what it computes: switching one must not orphan stored results or checkpoints.
-EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume"})
+# How a run is executed, or how many runs a profile makes, not what one run computes: changing one must not
+# orphan stored results or checkpoints.
+EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume", "seeds",
+                            "repetitions"})
 
 
 def config_key(params: dict) -> str:
@@ -140,6 +142,20 @@ def load_run(results_dir: Path, experiment: str, run: str, params: dict | None =
 def load_results(results_dir: Path, experiment: str) -> list[dict]:
     folder = Path(results_dir) / experiment
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def pack_flags(flags: Iterable[bool]) -> str:
+    """Per-image booleans (robust or not) as compact text for a results file: ``"<count>:<hex of the bits>"``."""
+    bits = [bool(f) for f in flags]
+    value = sum(1 << i for i, f in enumerate(bits) if f)
+    return f"{len(bits)}:{value:x}"
+
+
+def unpack_flags(text: str) -> list[bool]:
+    """The inverse of :func:`pack_flags`."""
+    count, _, hexa = text.partition(":")
+    value = int(hexa, 16)
+    return [bool(value >> i & 1) for i in range(int(count))]
 
 
 def mean_sd(values: Iterable[float]) -> tuple[float, float, int]:

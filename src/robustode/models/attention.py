@@ -1,7 +1,7 @@
 """The survey's Sec. 7 models: Classic Attention and Neural ODE Attention over the rows of an image.
 
 Its code is not public, so the layout is rebuilt from the text and pinned down by Table IV's
-parameter counts (see :mod:`robustode.experiments.attention` for the audit):
+parameter counts (see :mod:`robustode.chapters.attention.audit` for the audit):
 
 * an image is a sequence of its rows: ``L`` positions of ``W`` values (MNIST 28 x 28; CIFAR read
   as single-channel 32 x 32 images, which the count differences imply);

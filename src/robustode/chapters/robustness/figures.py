@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustode.plots import new_figure, skipped
+from robustode.figures import new_figure, skipped
 
 MODEL_COLOURS = {"CNN": "#7f7f7f", "ODENet": "#1f77b4", "TisODE": "#d62728",
                  "CNN+denoise": "#bcbd22", "ODENet+denoise": "#17becf", "TisODE+denoise": "#ff7f0e"}
@@ -24,7 +24,7 @@ def _line(ax, points: dict[float, tuple[float, float]], label: str, style: str =
 def accuracy_curves(curves: dict[str, dict], title: str = ""):
     """Three panels: accuracy vs sigma (Gaussian noise), vs eps for faithful FGSM, vs eps for faithful PGD.
 
-    ``curves`` comes from :func:`robustode.experiments.robustness.curves` (mean and sd over seeds, %).
+    ``curves`` comes from :func:`robustode.chapters.robustness.tables.curves` (mean and sd over seeds, %).
     With no curves (e.g. the data set is missing) nothing is drawn: one italic line says so, and None is returned.
     """
     if not curves:

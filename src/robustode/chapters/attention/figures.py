@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustode.plots import new_figure, skipped
+from robustode.figures import new_figure, skipped
 
 TIME_COLOURS = ("#9ecae1", "#4292c6", "#2171b5", "#08306b")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustode.plots import LABEL_COLOURS, band, new_figure
+from robustode.figures import LABEL_COLOURS, band, new_figure
 
 
 def _by_model(runs: list[dict], seed: int = 0) -> dict[str, dict]:

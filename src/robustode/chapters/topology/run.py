@@ -1,8 +1,8 @@
-"""Chapter 1: what a Neural ODE flow cannot do, and how augmentation (ANODE) lifts the limit.
+"""Chapter 1 runs: what a Neural ODE flow cannot do, and how augmentation (ANODE) lifts the limit.
 
-Three experiments after Dupont et al. (2019), Sec. 4-5: the 1-D flip g(+-1) = -+1, the survey's
-intervals [-1, 1] vs [-3, -2] u [2, 3], and 2-D concentric spheres with NODE, ANODE (several p) and
-a ResNet. Each run writes a results file; the summaries below read only those files.
+Three experiments after Dupont et al. (2019), Sec. 4-5: the 1-D flip g(+-1) = -+1, the survey's intervals
+[-1, 1] vs [-3, -2] u [2, 3], and 2-D concentric spheres with NODE, ANODE (several p) and a ResNet. Each run
+writes a results file; the run plan's units are built here.
 """
 
 from __future__ import annotations
@@ -14,22 +14,14 @@ import torch
 from torch import nn
 
 from robustode.budget import Deadline
+from robustode.chapters.topology.config import _config, augment_dim_of, model_names
 from robustode.data.toy import concentric_spheres, flip_1d, intervals_1d
 from robustode.models.toy import ODENet, ResNet
-from robustode.profiles import check_positive, experiment_config, resolve_device
-from robustode.results import fmt_mean_sd, load_results
+from robustode.profiles import experiment_config, resolve_device
 from robustode.seeding import seed_everything
+from robustode.store import Store
 from robustode.training import TrainSpec, correct_sign, train
-
-EXPERIMENTS = ("topology-flip", "topology-intervals", "topology-spheres")
-
-
-def model_names(augment_dims: list[int]) -> list[str]:
-    return ["ResNet"] + ["NODE" if p == 0 else f"ANODE-p{p}" for p in augment_dims]
-
-
-def augment_dim_of(name: str) -> int:
-    return 0 if name == "NODE" else int(name.removeprefix("ANODE-p"))
+from robustode.units import DONE, PENDING, Context, Progress, Unit, ensure
 
 
 def build(name: str, data_dim: int, cfg: dict, linear_head: bool = True) -> nn.Module:
@@ -77,17 +69,6 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
         }
 
 
-def _config(profile: str | dict, part: str) -> dict:
-    base = experiment_config(profile, "topology")
-    cfg = {**base["common"], **base[part]}
-    check_positive(**{k: v for k, v in cfg.items() if k in ("hidden", "epochs", "batch_size", "lr", "repetitions")})
-    return cfg
-
-
-def _profile_name(profile: str | dict) -> str:
-    return profile if isinstance(profile, str) else profile["name"]
-
-
 def _flip_compute(cfg: dict, name: str, seed: int, ctx) -> dict:
     seed_everything(seed)
     x, y = flip_1d(cfg["num_points"], seed)
@@ -132,8 +113,6 @@ def _classification_compute(cfg: dict, name: str, seed: int, data_dim: int, make
 def units(profile: str | dict, device: torch.device | None = None) -> list:
     """The run plan's units of chapter 1: flip, intervals and spheres, one per model x repetition (each a few
     seconds to minutes on a CPU, so no checkpoints: a stopped run starts again)."""
-    from robustode.plan import DONE, PENDING, Progress, Unit
-
     parts = [p for p in ("flip", "intervals", "spheres") if p in experiment_config(profile, "topology")]
     cfgs = {part: _config(profile, part) for part in parts}
     jobs = []  # (part, cfg, name, seed, params, compute(ctx))
@@ -177,9 +156,6 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
 
 
 def _run_part(profile: str | dict, part: str, device: str, results_dir: Path | None, progress: bool) -> list[dict]:
-    from robustode.plan import Context, ensure
-    from robustode.store import Store
-
     cfg = _config(profile, part)
     name = profile if isinstance(profile, str) else profile["name"]
     ctx = Context(Store(name, results_dir), resolve_device(device), Deadline(), progress)
@@ -210,38 +186,3 @@ def intervals(profile, device: str = "auto", results_dir: Path | None = None, pr
 def spheres(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
     """Dupont et al.'s 2-D concentric spheres: ResNet, NODE and ANODE for every configured p."""
     return _run_part(profile, "spheres", device, results_dir, progress)
-
-
-def summary(results_dir: Path, experiment: str) -> list[dict]:
-    """Per model: final train loss, test accuracy, forward / backward NFE of the last epoch, mean +- sd."""
-    runs = load_results(results_dir, experiment)
-    rows = []
-    for name in dict.fromkeys(r["params"]["model"] for r in runs):
-        mine = [r["metrics"] for r in runs if r["params"]["model"] == name]
-        last = [m["history"]["epochs"][-1] for m in mine if m["history"]["epochs"]]
-        rows.append({
-            "model": name,
-            "runs": len(mine),
-            "failed runs": sum(1 for m in mine if m["history"]["failure"]),
-            "train loss": fmt_mean_sd([m["train"]["loss"] for m in mine], 4),
-            "test accuracy (%)": fmt_mean_sd([m["test"]["accuracy"] for m in mine], 1, 100),
-            "NFE forward": fmt_mean_sd([e["nfe_forward"] for e in last], 1),
-            "NFE backward": fmt_mean_sd([e["nfe_backward"] for e in last], 1),
-        })
-    return rows
-
-
-def flip_summary(results_dir: Path) -> list[dict]:
-    """Per model on the flip: the learned g(-1), g(+1), the final loss and the gap g(+1) - g(-1)."""
-    runs = load_results(results_dir, "topology-flip")
-    rows = []
-    for name in dict.fromkeys(r["params"]["model"] for r in runs):
-        mine = [r["metrics"] for r in runs if r["params"]["model"] == name]
-        rows.append({
-            "model": name,
-            "g(-1) (target +1)": fmt_mean_sd([m["g_minus1"] for m in mine], 3),
-            "g(+1) (target -1)": fmt_mean_sd([m["g_plus1"] for m in mine], 3),
-            "final loss": fmt_mean_sd([m["final"]["loss"] for m in mine], 4),
-            "g(+1) - g(-1)": fmt_mean_sd([m["g_plus1"] - m["g_minus1"] for m in mine], 4),
-        })
-    return rows

@@ -1,4 +1,4 @@
-"""Figures for the book, drawn from results files only (one module per chapter)."""
+"""Figure helpers shared by the chapters' figures (each chapter draws from results files only: chapters/<name>/figures.py)."""
 
 from __future__ import annotations
 

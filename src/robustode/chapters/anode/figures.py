@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustode.experiments.anode import memory_series, peak_bytes
-from robustode.plots import band, new_figure, skipped
+from robustode.chapters.anode.memory import memory_series, peak_bytes
+from robustode.figures import band, new_figure, skipped
 
 FAILED = {"color": "#c00", "marker": "x", "ms": 9, "mew": 2, "ls": "none"}
 
