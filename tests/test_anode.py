@@ -10,7 +10,7 @@ from robustode.models import build_model, count_parameters
 from robustode.models.conv_anode import TABLE_1_MODELS, ConvDynamics, ConvODENet
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
-from robustode.tables import markdown_table
+from robustode.store import Store
 from robustode.timing import cpu_threads
 
 
@@ -120,7 +120,7 @@ def test_summaries_read_one_row_per_variant_back_from_the_results_files(results_
     out = results_tmp / "results" / "quick"
     anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False)
     for summary in (anode.tables.sweep_summary, anode.tables.solver_check_summary, anode.tables.gradient_check_summary):
-        assert sorted(row["model"] for row in summary(out, "MNIST")) == ["ANODE-p2", "NODE"]
+        assert sorted(row["model"] for row in summary(Store("quick", out), "MNIST")) == ["ANODE-p2", "NODE"]
 
 
 def test_variants_table_counts_the_models_as_the_profile_builds_them():
@@ -138,19 +138,19 @@ def test_a_run_over_the_step_budget_is_recorded_as_a_failure_and_the_others_go_o
     assert [r["metrics"]["failure"] for r in runs] == ["max_num_steps", "max_num_steps"]
     stored = json.loads((out / "anode-MNIST" / "NODE-seed0.json").read_text())
     assert stored["metrics"]["test"]["failure"] == "max_num_steps"
-    rows = anode.tables.table_1(out, "quick", ["MNIST"], profile["anode"]["images"]["table_1"])
+    rows = anode.tables.table_1(Store("quick", out), ["MNIST"], profile["anode"]["images"]["table_1"])
     assert [r["failed runs"] for r in rows] == [1, 1]
-    assert all(r["verdict"] == "not run" for r in rows)
-    assert [r["failed"] for r in anode.tables.sweep_summary(out, "MNIST")] == [1, 1]
+    assert all(r["verdict"] == "not run: all 1 runs failed (max_num_steps)" for r in rows)
+    assert [r["failed"] for r in anode.tables.sweep_summary(Store("quick", out), "MNIST")] == [1, 1]
 
 
 def test_missing_data_runs_nothing_and_table_1_says_why(results_tmp, monkeypatch):
     monkeypatch.setattr(anode.config, "is_available", lambda name: False)
     out = results_tmp / "results" / "quick"
     assert anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
-    rows = anode.tables.table_1(out, "quick", ["MNIST"], {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}})
-    assert {r["verdict"] for r in rows} == {"not run: data missing (MNIST files not in the data folder)"}
-    assert rows[0]["printed"] == "96.4 ± 0.5" and rows[1]["printed"] == "98.2 ± 0.1"
+    store = Store("quick", out)
+    assert anode.tables.table_1(store, ["MNIST"], {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}}) == []
+    assert anode.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
 
 
 def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raising(results_tmp, monkeypatch, tmp_path):
@@ -159,12 +159,10 @@ def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raisin
     monkeypatch.setenv("ROBUSTODE_DATA", str(empty))
     out = results_tmp / "results" / "quick"
     assert anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
+    store = Store("quick", out)
     for summary in (anode.tables.sweep_summary, anode.tables.solver_check_summary, anode.tables.gradient_check_summary):
-        rows = summary(out, "MNIST")
-        assert [r["result"] for r in rows] == ["not run: data missing (MNIST files not in the data folder)"]
-        assert "not run: data missing (MNIST" in markdown_table([{"model": "NODE", "images": 4}, *rows])
-    missing = ["not run: data missing (MNIST files not in the data folder)"]
-    assert [r["result"] for r in anode.tables.failure_summary([], "MNIST")] == missing
+        assert summary(store, "MNIST") == []
+    assert anode.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
     assert anode.tables.failure_summary([]) == []
     assert anode_figures.sweep([], "MNIST, profile quick") is None
     assert anode_figures.instability([], "NODE on MNIST") is None

@@ -55,11 +55,10 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from robustode.paths import results_dir
     from robustode.report import render, report_rows
 
     # Without results every run-based row says "not run"; parameter counts are still checked.
-    print(render(report_rows(results_dir(args.profile), args.profile), args.format))
+    print(render(report_rows(args.profile), args.format))
     return 0
 
 
@@ -158,8 +157,9 @@ def parser() -> argparse.ArgumentParser:
     book.add_argument("--device", choices=DEVICES, default="auto")
     book.set_defaults(func=_book)
 
-    report = sub.add_parser("report", help="every number the paper prints, against the profile's results")
-    report.add_argument("--profile", choices=PROFILES, default="full")
+    report = sub.add_parser("report", help="every number the paper prints, against the best evidence of the runs")
+    report.add_argument("--profile", choices=PROFILES, default=None,
+                        help="only this profile's runs (default: for each number, the strongest profile that has runs)")
     report.add_argument("--format", choices=("markdown", "json"), default="markdown")
     report.set_defaults(func=_report)
 

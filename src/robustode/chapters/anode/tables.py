@@ -5,20 +5,44 @@ solver and gradient checks, failures).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from robustode.chapters.anode.config import TABLE_1_ROLES, _config, _variants, experiment_name, missing_reason
 from robustode.chapters.anode.run import build_variant
 from robustode.data.images import check_dataset
 from robustode.models import count_parameters
-from robustode.reference import compare, reference_values
-from robustode.results import fmt_mean_sd, load_results
+from robustode.reference import Printed, printed
+from robustode.results import fmt_mean_sd
+from robustode.store import Store, not_run
+from robustode.verdict import Reproduced, row
 
 
-def _not_run_rows(runs: list[dict], dataset: str, **keys: str) -> list[dict]:
-    """One "not run: data missing (...)" row when nothing is stored and the data set is missing, else []."""
-    why = None if runs else missing_reason(dataset)
-    return [{**keys, "result": f"not run: {why}"}] if why else []
+def why_empty(store: Store, dataset: str) -> str:
+    """Why ``dataset`` has no runs in ``store``: its data are missing here, or its runs are pending in the plan."""
+    return not_run(missing_reason(dataset) or store.pending())
+
+
+def report_values(p: Printed, store: Store) -> Reproduced:
+    """Our test accuracies (%, one per run) for a printed Table 1 number of Dupont et al.; for the parameter counts
+    of their configs, the count of the model we build from them."""
+    if p.section == "anode_parameters":
+        from robustode.models import build_model, count_parameters
+
+        dataset, config = p.key
+        name = "ConvNODE" if config.startswith("NODE") else "ConvANODE"
+        return Reproduced((float(count_parameters(build_model(name, dataset))),), store.profile, exact=True)
+    dataset, role = p.key
+    if dataset not in ("MNIST", "CIFAR10"):
+        return Reproduced(reason=f"{dataset} is not part of the survey's ANODE figures; no experiment here")
+    runs = store.runs(experiment_name(dataset))
+    variant = [r for r in runs if r["params"]["model"] == r["params"]["table_1"][dataset][role]]
+    mine = [r for r in variant if not r["metrics"]["failure"]]
+    values = tuple(100 * r["metrics"]["test"]["accuracy"] for r in mine if r["metrics"]["test"]["accuracy"] is not None)
+    if not values:
+        if variant:  # runs were made and every one failed
+            failures = sorted({r["metrics"]["failure"] for r in variant})
+            return Reproduced(reason=f"all {len(variant)} runs failed ({', '.join(failures)})")
+        return Reproduced(reason=why_empty(store, dataset).removeprefix("not run: "))
+    return Reproduced(values, store.profile, ", ".join(sorted({r["provenance"]["device"].split(" (")[0] for r in mine})))
 
 
 def variants_table(profile: str | dict, dataset: str) -> list[dict]:
@@ -53,13 +77,12 @@ def _final_means(iterations: list[dict], key: str) -> list[float]:
     return [sum(t) / len(t) for t in tails if t]
 
 
-def sweep_summary(results_dir: Path, dataset: str) -> list[dict]:
+def sweep_summary(store: Store, dataset: str) -> list[dict]:
     """Per variant: parameters, runs, failures, final loss / NFE (mean of the last 10 % of iterations), test accuracy.
 
-    Nothing stored and the data set missing: one "not run: data missing (...)" row.
     """
-    stored = load_results(results_dir, experiment_name(dataset))
-    rows = _not_run_rows(stored, dataset, model="all variants")
+    stored = store.runs(experiment_name(dataset))
+    rows = []
     for name, runs in _by_model(stored).items():
         its = [r["metrics"]["history"]["iterations"] for r in runs]
         ok = [r for r in runs if not r["metrics"]["failure"]]
@@ -81,27 +104,26 @@ def sweep_summary(results_dir: Path, dataset: str) -> list[dict]:
     return rows
 
 
-def table_1(results_dir: Path, profile: str, datasets: list[str], pairs: dict[str, dict[str, str]]) -> list[dict]:
-    """Dupont et al.'s Table 1 (test accuracy, %), printed next to ours: one row per data set and role."""
-    printed = reference_values()["anode_table_1"]
+def table_1(store: Store, datasets: list[str], pairs: dict[str, dict[str, str]]) -> list[dict]:
+    """Dupont et al.'s Table 1 (test accuracy, %), printed next to ours (:mod:`robustode.verdict`): one row per data set
+    and role with runs, and the failed runs where there are any."""
     rows = []
     for dataset in datasets:
-        runs = _by_model(load_results(results_dir, experiment_name(dataset)))
+        runs = _by_model(store.runs(experiment_name(dataset)))
         for role in TABLE_1_ROLES:
             variant = pairs[dataset][role]
-            mine = [r for r in runs.get(variant, []) if not r["metrics"]["failure"]]
-            accuracies = [100 * r["metrics"]["test"]["accuracy"] for r in mine if r["metrics"]["test"]["accuracy"] is not None]
-            reason = missing_reason(dataset)
-            value, pm = printed[dataset][role]
-            row = compare(f"{dataset} {role} ({variant})", value, pm, accuracies, profile, digits=1, not_run_reason=reason)
-            row["failed runs"] = sum(1 for r in runs.get(variant, []) if r["metrics"]["failure"])
-            rows.append(row)
+            if variant not in runs:
+                continue
+            p = printed("anode_table_1", dataset, role)
+            entry = row(p, report_values(p, store), label=f"{dataset} {role} ({variant})")
+            failed = sum(1 for r in runs[variant] if r["metrics"]["failure"])
+            rows.append({**entry, **({"failed runs": failed} if failed else {})})
     return rows
 
 
-def _solver_checks(results_dir: Path, dataset: str) -> dict[str, list[dict]]:
+def _solver_checks(store: Store, dataset: str) -> dict[str, list[dict]]:
     grouped = {}
-    for name, runs in _by_model(load_results(results_dir, experiment_name(dataset))).items():
+    for name, runs in _by_model(store.runs(experiment_name(dataset))).items():
         checks = [r["metrics"].get("solver_check") for r in runs]
         checks = [c for c in checks if c and not c.get("failure")]
         if checks:
@@ -109,13 +131,12 @@ def _solver_checks(results_dir: Path, dataset: str) -> dict[str, list[dict]]:
     return grouped
 
 
-def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
+def solver_check_summary(store: Store, dataset: str) -> list[dict]:
     """Per variant: trained-tolerance vs reference solve of the trained models (mean +- sd over runs).
 
-    Nothing stored and the data set missing: one "not run: data missing (...)" row.
     """
-    rows = _not_run_rows(load_results(results_dir, experiment_name(dataset)), dataset, model="all variants")
-    for name, checks in _solver_checks(results_dir, dataset).items():
+    rows = []
+    for name, checks in _solver_checks(store, dataset).items():
         rows.append({
             "model": name,
             "images": checks[0]["images"],
@@ -132,25 +153,21 @@ def solver_check_summary(results_dir: Path, dataset: str) -> list[dict]:
     return rows
 
 
-def gradient_check_summary(results_dir: Path, dataset: str) -> list[dict]:
+def gradient_check_summary(store: Store, dataset: str) -> list[dict]:
     """Per variant: the adjoint gradient against backpropagation through the same forward solve.
 
-    Nothing stored and the data set missing: one "not run: data missing (...)" row.
     """
-    return _not_run_rows(load_results(results_dir, experiment_name(dataset)), dataset, model="all variants") + [{
+    return [{
         "model": name,
         "images": checks[0]["images"],
         "backward NFE (adjoint)": fmt_mean_sd([c["nfe_backward_adjoint"] for c in checks], 0),
         "relative gradient error (%)": fmt_mean_sd([c["gradient_rel_error"] for c in checks], 2, 100),
-    } for name, checks in _solver_checks(results_dir, dataset).items()]
+    } for name, checks in _solver_checks(store, dataset).items()]
 
 
-def failure_summary(runs: list[dict], dataset: str | None = None) -> list[dict]:
-    """One row per run: iterations done, failure reason (or none), and the largest forward NFE seen.
-
-    No runs and ``dataset`` (the one they train on) missing: one "not run: data missing (...)" row.
-    """
-    rows = _not_run_rows(runs, dataset, run="all seeds") if dataset else []
+def failure_summary(runs: list[dict]) -> list[dict]:
+    """One row per run: iterations done, failure reason (or none), and the largest forward NFE seen."""
+    rows = []
     for r in runs:
         its = r["metrics"]["history"]["iterations"]
         rows.append({

@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from robustode.chapters.attention.config import MODELS
 from robustode.chapters.attention.tables import _by, _not_run_text, attention_rows, timing_ratio_rows
 from robustode.data.images import is_available
 from robustode.models.attention import DATASETS
-from robustode.results import load_results, mean_sd
+from robustode.results import mean_sd
+from robustode.store import Store
 
 
-def findings(results_dir: Path) -> dict[str, list[str]]:
+def findings(store: Store) -> dict[str, list[str]]:
     """Plain-language statements computed from the results files, by topic (``timing``, ``start-up``,
     ``positions``, ``attention``), so that the chapter's prose cannot drift from its numbers."""
     out: dict[str, list[str]] = {"timing": [], "start-up": [], "positions": [], "attention": []}
-    ratios = [float(r["Classic / ODE time, measured"]) for r in timing_ratio_rows(results_dir)
+    ratios = [float(r["Classic / ODE time, measured"]) for r in timing_ratio_rows(store)
               if not r["Classic / ODE time, measured"].startswith("not run")]
     if ratios:
         verdict = "slower" if all(r < 1 for r in ratios) else ("faster" if all(r > 1 for r in ratios) else "mixed")
@@ -26,7 +25,7 @@ def findings(results_dir: Path) -> dict[str, list[str]]:
                          f"{1 / min(ratios):.0f}x.",
                "faster": "the ODE model is faster in every measured configuration.",
                "mixed": "which model is faster depends on the configuration."}[verdict])
-    firsts = load_results(results_dir, "attention-first-call")
+    firsts = store.runs("attention-first-call")
     for run in firsts:
         first, second = run["metrics"]["calls"][:2]
         out["start-up"].append(
@@ -39,7 +38,7 @@ def findings(results_dir: Path) -> dict[str, list[str]]:
             f"The largest start-up surcharge measured is {1e3 * extra:.1f} ms: "
             + ("far too small to create the printed 0.9 s gap on this device." if extra < 0.1 else
                "large enough to matter at the printed scale."))
-    runs = load_results(results_dir, "attention-table3")
+    runs = store.runs("attention-table3")
     acc = {(n, d): mean_sd([m["accuracy"] for m in _by(runs, n, d)]) for n in MODELS for d in DATASETS}
     for name in ("ClassicAttention", "ODEAttention"):
         (mn, _, n1), (fm, _, n2) = acc[(name, "MNIST")], acc[(name, "FashionMNIST")]
@@ -50,7 +49,7 @@ def findings(results_dir: Path) -> dict[str, list[str]]:
         if n1 and n3:
             out["positions"].append(f"{name} on MNIST: {mn:.3f} without positions, {pe:.3f} with sinusoidal positions "
                                     f"({pe - mn:+.3f}, same parameter count).")
-    att = {(r["model"], r["dataset"]): r for r in attention_rows(results_dir)}
+    att = {(r["model"], r["dataset"]): r for r in attention_rows(store)}
     for dataset in DATASETS:
         pair = [att.get((m, dataset)) for m in ("ClassicAttention", "ODEAttention")]
         if all(pair):

@@ -6,27 +6,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
-from robustode.chapters.attention.config import METRICS, MODELS, PAPER_NAMES
+from robustode.chapters.attention.config import METRICS, MODELS, PAPER_NAMES, missing_reason
 from robustode.data.images import IMAGE_SETS, is_available
 from robustode.models.attention import CLASSES, DATASETS
-from robustode.reference import compare, reference_values
-from robustode.results import fmt_mean_sd, load_results, mean_sd
+from robustode.reference import Printed, printed, reference_values
+from robustode.results import fmt_mean_sd, mean_sd
+from robustode.store import Store, not_run
 from robustode.tables import flag
+from robustode.verdict import Reproduced, row
+
+ATTENTION_MODELS = {"Classic Attention": "ClassicAttention", "Neural ODE Attention": "ODEAttention"}
 
 
-def _audit(results_dir: Path) -> dict:
-    found = load_results(results_dir, "attention-audit")
+def _audit(store: Store) -> dict:
+    found = store.runs("attention-audit")
     if not found:
-        raise FileNotFoundError(f"no attention-audit results in {results_dir}: run architecture_audit first")
+        raise FileNotFoundError(f"no attention-audit results in {store.root}: run attention.audit.architecture_audit first")
     return found[0]["metrics"]
 
 
-def table4_rows(results_dir: Path) -> list[dict]:
+def table4_rows(store: Store) -> list[dict]:
     """Table IV printed against the parameter counts of the models we built (exact match required)."""
     printed = reference_values()["table_4_parameters"]
-    built = _audit(results_dir)["built"]
+    built = _audit(store)["built"]
     rows = []
     for dataset in DATASETS:
         row = {"dataset": dataset}
@@ -40,9 +43,9 @@ def table4_rows(results_dir: Path) -> list[dict]:
     return rows
 
 
-def solved_rows(results_dir: Path) -> list[dict]:
+def solved_rows(store: Store) -> list[dict]:
     """What the count differences fix: hidden size, row width, and the data-independent remainder."""
-    audit = _audit(results_dir)
+    audit = _audit(store)
     rows = []
     for key, name in (("classic", "Classic Attention"), ("ode", "Neural ODE Attention")):
         a = audit[key]
@@ -57,10 +60,10 @@ def solved_rows(results_dir: Path) -> list[dict]:
     return rows
 
 
-def shared_rows(results_dir: Path) -> list[dict]:
+def shared_rows(store: Store) -> list[dict]:
     """Layouts whose non-ODE part is identical in both models, with the text's field in the ODE model."""
     rows = []
-    for c in _audit(results_dir)["shared"]:
+    for c in _audit(store)["shared"]:
         chosen = c["encoder_bias"] and c["attention"] == "score vector w . h_i + b" and c["attention_blocks"] == 1 \
             and c["extra_layernorms"] == 1 and c["extra_scalars"] == 0
         rows.append({"encoder bias": c["encoder_bias"], "attention block": c["attention"],
@@ -69,22 +72,20 @@ def shared_rows(results_dir: Path) -> list[dict]:
     return rows
 
 
-def room_rows(results_dir: Path) -> list[dict]:
+def room_rows(store: Store) -> list[dict]:
     """Parameters left after encoder, decoder (and the text's field) against what W_q, W_k, W_v would cost."""
     rows = []
-    for name, r in _audit(results_dir)["room"].items():
+    for name, r in _audit(store)["room"].items():
         rows.append({"model": PAPER_NAMES[name], "left for attention and anything else": r["free_after_encoder_decoder_field"],
                      "one hidden x hidden matrix": r["one_hxh"], "W_q, W_k, W_v (hidden x hidden)": r["three_hxh"],
                      "fits": "yes" if r["three_hxh"] <= r["free_after_encoder_decoder_field"] else "no"})
     return rows
 
 
-def precision_rows(results_dir: Path) -> list[dict]:
-    found = load_results(results_dir, "attention-precision")
+def precision_rows(store: Store) -> list[dict]:
+    found = store.runs("attention-precision")
     if not found:
-        if is_available("MNIST"):
-            return []
-        return [{"tolerance (rtol = atol)": "—", "precision": "—", "NFE / forward pass": f"not run: {_missing_reason('MNIST')}"}]
+        return []
     return [{"tolerance (rtol = atol)": f"{r['tol']:g}", "precision": r["precision"],
              "NFE / forward pass": r["nfe_forward"] if r["failure"] is None else f"failed: {r['failure']}"}
             for r in found[0]["metrics"]["rows"]]
@@ -102,43 +103,55 @@ def _groups(runs: list[dict]) -> Iterator[tuple[str, str, list[dict]]]:
                 yield name, dataset, mine
 
 
-def _missing_reason(dataset: str) -> str:
-    return f"data missing ({dataset} not in the data folder)" if not is_available(dataset) else "not in this profile"
+def why_empty(store: Store, dataset: str | None = None) -> str:
+    """Why a table has no runs in ``store``: the data set is missing here, or its runs are pending in the plan."""
+    missing = [d for d in ([dataset] if dataset else DATASETS) if not is_available(d)]
+    if dataset and missing:
+        return not_run(missing_reason(dataset))
+    return not_run(store.pending())
 
 
-def _not_run_rows(results_dir: Path, columns: tuple[str, ...], reason_column: str, **fixed) -> list[dict]:
-    """Rows for a summary that found no runs at all: one per dataset whose data are missing, saying so, when this
-    profile's Table III was attempted here (its folder exists; a profile never run, e.g. uncommitted full
-    results, stays empty). Summaries that found runs are left as they are."""
-    if not (Path(results_dir) / "attention-table3").is_dir():
-        return []
-    return [{**dict.fromkeys(columns, "—"), **fixed, "dataset": d, reason_column: f"not run: {_missing_reason(d)}"}
-            for d in DATASETS if not is_available(d)]
+def report_values(p: Printed, store: Store) -> Reproduced:
+    """Our values (one per seed) for a printed Table III number; Table IV counts are the built models' counts."""
+    if p.section == "table_4_parameters":
+        from robustode.models import build_model, count_parameters
+
+        model, dataset = p.key
+        return Reproduced((float(count_parameters(build_model(ATTENTION_MODELS[model], dataset))),), store.profile, exact=True)
+    model, dataset, column = p.key
+    runs = [r for r in store.runs("attention-table3") if r["params"]["model"] == ATTENTION_MODELS[model]
+            and r["params"]["dataset"] == dataset and not r["metrics"].get("failure")]
+    if column == "inference_time_s":
+        # Hardware and batch are unstated in the survey: our batch-1 CPU median latency, judged only as a ratio.
+        values = tuple(t["median_s"] for r in runs for t in r["metrics"].get("timings", [])
+                       if t["batch"] == 1 and t["device_type"] == "cpu")
+    else:
+        values = tuple(r["metrics"][column] for r in runs)
+    if not values:
+        return Reproduced(reason=why_empty(store, dataset).removeprefix("not run: "))
+    devices = ", ".join(sorted({r["provenance"]["device"].split(" (")[0] for r in runs}))
+    return Reproduced(values, store.profile, devices)
 
 
-def table3_rows(results_dir: Path, profile: str) -> list[dict]:
-    """Table III printed against ours: one row per (model, dataset, column); a dataset not run gets one row."""
-    printed = reference_values()["table_3_ode_attention"]
-    runs = load_results(results_dir, "attention-table3")
+def table3_rows(store: Store) -> list[dict]:
+    """Table III printed against ours (:mod:`robustode.verdict`): one row per (model, data set, column) with runs;
+    inference times are compared as the Classic / ODE ratio instead (:func:`timing_ratio_rows`)."""
+    runs = store.runs("attention-table3")
     rows = []
     for name in ("ODEAttention", "ClassicAttention"):
         for dataset in DATASETS:
-            mine = _by(runs, name, dataset)
-            values = printed[PAPER_NAMES[name]][dataset]
-            if not mine:
-                rows.append({"model": PAPER_NAMES[name], "dataset": dataset, **compare(
-                    "all columns", values[1], None, [], profile, 4, not_run_reason=_missing_reason(dataset))})
+            if not _by(runs, name, dataset):
                 continue
-            for i, metric in enumerate(METRICS):
-                resolution = 0.05 if metric == "test_loss" else 0.01
-                rows.append({"model": PAPER_NAMES[name], "dataset": dataset,
-                             **compare(metric, values[i], None, [m[metric] for m in mine], profile, 4, resolution)})
+            for metric in METRICS:
+                p = printed("table_3_ode_attention", PAPER_NAMES[name], dataset, metric)
+                r = row(p, report_values(p, store), label=metric)
+                rows.append({"model": PAPER_NAMES[name], "dataset": dataset, "column": r.pop("quantity"), **r})
     return rows
 
 
-def accuracy_rows(results_dir: Path) -> list[dict]:
+def accuracy_rows(store: Store) -> list[dict]:
     """Every model run (the faithful pair, the text's QKV variants, the linear yardstick): size and test metrics."""
-    runs = load_results(results_dir, "attention-table3")
+    runs = store.runs("attention-table3")
     rows = []
     for name, dataset, mine in _groups(runs):
         rows.append({
@@ -150,20 +163,15 @@ def accuracy_rows(results_dir: Path) -> list[dict]:
             "recall - accuracy": f"{max(abs(m['recall'] - m['accuracy']) for m in mine):.1e}",
             "best epoch (val)": ", ".join(str(m["history"]["best_epoch"]) for m in mine),
         })
-    return rows or _not_run_rows(results_dir, ("model", "dataset", "parameters", "test accuracy", "weighted F1", "macro F1",
-                                               "test loss", "recall - accuracy", "best epoch (val)"), "test accuracy",
-                                 model="all models")
+    return rows
 
 
-def per_class_rows(results_dir: Path, dataset: str, models=("ClassicAttention", "ODEAttention")) -> list[dict]:
+def per_class_rows(store: Store, dataset: str, models=("ClassicAttention", "ODEAttention")) -> list[dict]:
     """scikit-learn's per-class precision / recall / F1 (mean over seeds) for the faithful pair."""
-    runs = load_results(results_dir, "attention-table3")
+    runs = store.runs("attention-table3")
     found = {name: _by(runs, name, dataset) for name in models}
     if not all(found.values()):
-        if runs or is_available(dataset) or not (Path(results_dir) / "attention-table3").is_dir():
-            return []
-        return [{"class": "all", "support": "—", **{f"{name} {short}": "—" for name in models for short in ("P", "R", "F1")},
-                 f"{models[0]} P": f"not run: {_missing_reason(dataset)}"}]
+        return []
     rows = []
     for c in range(CLASSES[dataset]):
         row = {"class": c, "support": int(found[models[0]][0]["per_class"][str(c)]["support"])}
@@ -174,9 +182,9 @@ def per_class_rows(results_dir: Path, dataset: str, models=("ClassicAttention", 
     return rows
 
 
-def attention_rows(results_dir: Path) -> list[dict]:
+def attention_rows(store: Store) -> list[dict]:
     """The "collapses to one position" claim as numbers: entropy, effective positions, largest weight, mean +- sd over seeds."""
-    runs = load_results(results_dir, "attention-table3")
+    runs = store.runs("attention-table3")
     rows = []
     for name, dataset, metrics in _groups(runs):
         mine = [m["attention"] for m in metrics if "attention" in m]
@@ -190,21 +198,18 @@ def attention_rows(results_dir: Path) -> list[dict]:
             "images with a weight > 0.5": fmt_mean_sd([a["share_max_above_half"] for a in mine], 3),
             "same top row across images": fmt_mean_sd([a["argmax_mode_share"] for a in mine], 3),
         })
-    return rows or _not_run_rows(results_dir, ("model", "dataset", "rows (L)", "normalised entropy (0 = one row, 1 = uniform)",
-                                               "effective rows exp(H)", "largest weight", "images with a weight > 0.5",
-                                               "same top row across images"), "normalised entropy (0 = one row, 1 = uniform)",
-                                 model="all models")
+    return rows
 
 
-def _timed(results_dir: Path) -> list[dict]:
-    return [r for r in load_results(results_dir, "attention-table3") if "timings" in r["metrics"]]
+def _timed(store: Store) -> list[dict]:
+    return [r for r in store.runs("attention-table3") if "timings" in r["metrics"]]
 
 
-def timing_rows(results_dir: Path) -> list[dict]:
+def timing_rows(store: Store) -> list[dict]:
     """Measured inference time per forward pass next to Table III's printed seconds (whose batch and hardware are unstated)."""
     printed = reference_values()["table_3_ode_attention"]
     rows = []
-    for run in _timed(results_dir):
+    for run in _timed(store):
         name, dataset = run["params"]["model"], run["params"]["dataset"]
         for t in run["metrics"]["timings"]:
             rows.append({
@@ -215,14 +220,13 @@ def timing_rows(results_dir: Path) -> list[dict]:
                 "NFE / pass": f"{t['nfe_forward']:.0f}",
                 "printed s": printed[PAPER_NAMES[name]][dataset][5] if name in PAPER_NAMES else "—",
             })
-    return rows or _not_run_rows(results_dir, ("model", "dataset", "device", "batch", "median ms / pass", "IQR ms", "images / s",
-                                               "NFE / pass", "printed s"), "median ms / pass", model="all models")
+    return rows
 
 
-def timing_ratio_rows(results_dir: Path) -> list[dict]:
+def timing_ratio_rows(store: Store) -> list[dict]:
     """Classic time / ODE time, measured per (dataset, device, batch), beside the printed ratio (about 10)."""
     printed = reference_values()["table_3_ode_attention"]
-    runs = {(r["params"]["model"], r["params"]["dataset"]): r["metrics"]["timings"] for r in _timed(results_dir)}
+    runs = {(r["params"]["model"], r["params"]["dataset"]): r["metrics"]["timings"] for r in _timed(store)}
     rows = []
     for dataset in DATASETS:
         if ("ClassicAttention", dataset) not in runs or ("ODEAttention", dataset) not in runs:
@@ -233,13 +237,12 @@ def timing_ratio_rows(results_dir: Path) -> list[dict]:
                          "Classic / ODE time, printed": f"{ratio_printed:.1f}",
                          "Classic / ODE time, measured": f"{c['median_s'] / o['median_s']:.3g}",
                          "ODE NFE / pass": f"{o['nfe_forward']:.0f}"})
-    return rows or _not_run_rows(results_dir, ("dataset", "device", "batch", "Classic / ODE time, printed",
-                                               "Classic / ODE time, measured", "ODE NFE / pass"), "Classic / ODE time, measured")
+    return rows
 
 
-def first_call_rows(results_dir: Path) -> list[dict]:
+def first_call_rows(store: Store) -> list[dict]:
     rows = []
-    for run in load_results(results_dir, "attention-first-call"):
+    for run in store.runs("attention-first-call"):
         for position, call in enumerate(run["metrics"]["calls"], start=1):
             rows.append({"device": run["params"]["device"], "order": " then ".join(run["params"]["order"]),
                          "model": call["model"], "timed": "first" if position == 1 else "second",
@@ -250,11 +253,11 @@ def first_call_rows(results_dir: Path) -> list[dict]:
     return rows
 
 
-def printed_table_checks(results_dir: Path) -> dict:
+def printed_table_checks(store: Store) -> dict:
     """Numbers behind the flags raised against the printed Table III, from our runs; the ``*_text`` entries are
     ready to print and say "not run: data missing (...)" where our runs are missing for that reason."""
     printed = reference_values()["table_3_ode_attention"]
-    runs = load_results(results_dir, "attention-table3")
+    runs = store.runs("attention-table3")
     acc = {(n, d): mean_sd([m["accuracy"] for m in _by(runs, n, d)]) for n in MODELS for d in DATASETS}
     out = {}
     for name in ("ODEAttention", "ClassicAttention"):
@@ -276,7 +279,7 @@ def printed_table_checks(results_dir: Path) -> dict:
 def _not_run_text(datasets: tuple[str, ...]) -> str:
     """Why a number from our runs is absent: data missing for some of ``datasets``, else not run."""
     missing = [d for d in datasets if not is_available(d)]
-    return f"not run: data missing ({', '.join(missing)} not in the data folder)" if missing else "not run"
+    return not_run(f"data missing ({', '.join(missing)} not in the data folder)" if missing else "")
 
 
 def available_datasets() -> dict[str, bool]:
