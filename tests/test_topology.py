@@ -77,4 +77,4 @@ def test_spheres_writes_one_results_file_per_model_and_repetition(results_tmp):
     files = sorted(p.name for p in (out / "topology-spheres").glob("*.json"))
     assert files == [f"{m}-seed{s}.json" for m in ("ANODE-p1", "NODE", "ResNet") for s in (0, 1)]
     rows = {r["model"]: r for r in topology.tables.summary(Store("quick", out), "topology-spheres")}
-    assert "n=2" in rows["NODE"]["train loss"] and "failed runs" not in rows["NODE"]
+    assert "(n = 2)" in rows["NODE"]["train loss"] and "failed runs" not in rows["NODE"]

@@ -46,7 +46,8 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} thread{'s' * (threads != 1)})"
 
 
 def provenance(device: torch.device | str) -> dict[str, Any]:
@@ -174,5 +175,5 @@ def fmt_mean_sd(values: Iterable[float], digits: int = 1, scale: float = 1.0) ->
     if n == 0:
         return "not run"
     if n == 1:
-        return f"{scale * mean:.{digits}f} (n=1)"
-    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n={n})"
+        return f"{scale * mean:.{digits}f} (n = 1)"
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n = {n})"

@@ -82,11 +82,12 @@ class Unit:
         return fnmatch.fnmatchcase(self.id, pattern) or fnmatch.fnmatchcase(self.id, f"*{pattern}*")
 
 
-def ensure(unit: Unit, ctx: Context, resume: bool = True) -> dict:
-    """The unit's stored results (when ``resume`` and stored with the same parameters), else :func:`run_unit`."""
+def ensure(unit: Unit, ctx: Context, resume: bool = True, compute: bool = True) -> dict | None:
+    """The unit's stored results (when ``resume`` and stored with the same parameters), else :func:`run_unit`;
+    with ``compute=False`` nothing is computed and a unit without results gives ``None``."""
     if resume and (stored := ctx.store.run(unit.experiment, unit.run, unit.params)) is not None:
         return stored
-    return run_unit(unit, ctx)
+    return run_unit(unit, ctx) if compute else None
 
 
 def run_once(store: Store, experiment: str, run: str, *, params: dict, seed: int | None, device: torch.device | str,

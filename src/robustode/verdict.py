@@ -132,7 +132,8 @@ def judge(printed: Printed, got: Reproduced) -> Verdict:
     d = mean - printed.value
     tiered = tier(got.profile) if got.profile else None
     if tiered is not None and not tiered.comparable:
-        return Verdict("not comparable", d, *(ci[1:] if ci else (None, None)), detail=tiered.label)
+        # why (the tier's label) is said once, in the table's caption (robustode.display.caption)
+        return Verdict("not comparable", d, *(ci[1:] if ci else (None, None)))
     margin = margin_for(printed)
     if ci is None:
         return Verdict("inconclusive", d, detail=f"n = {len(got.values)}: no spread to build an interval from")

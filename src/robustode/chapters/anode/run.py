@@ -159,7 +159,8 @@ def _train_variant(
 
 
 def image_classification(
-    profile: str | dict, dataset: str, device: str = "auto", results_dir: Path | None = None, progress: bool = True
+    profile: str | dict, dataset: str, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+    compute: bool = True,
 ) -> list[dict]:
     """Dupont et al.'s image experiment: every variant (NODE and ANODEs over p) x repetitions on ``dataset`` (the
     run plan's units, stored runs reused). Returns ``[]`` without running anything when the data set is not on disk.
@@ -168,23 +169,26 @@ def image_classification(
     check_choice("dataset", dataset, cfg["datasets"])
     _variants(cfg, dataset)
     return _ensure_all([u for u in units(profile) if u.experiment == experiment_name(dataset)], cfg, device,
-                       results_dir, profile, progress)
+                       results_dir, profile, progress, compute)
 
 
-def instability(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def instability(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+                compute: bool = True) -> list[dict]:
     """Dupont et al.'s Fig. 4: the NODE trained for longer; each repetition's loss / NFE trace and failure."""
     cfg = _config(profile, "instability")
     check_choice("dataset", cfg["dataset"], ("MNIST", "CIFAR10"))
     return _ensure_all([u for u in units(profile) if u.experiment == "anode-instability"], cfg, device, results_dir,
-                       profile, progress)
+                       profile, progress, compute)
 
 
-def _ensure_all(chosen: list, cfg: dict, device: str, results_dir: Path | None, profile, progress: bool) -> list[dict]:
+def _ensure_all(chosen: list, cfg: dict, device: str, results_dir: Path | None, profile, progress: bool,
+                compute: bool = True) -> list[dict]:
     if not chosen or chosen[0].requires():
         return []
     ctx = Context(Store(_profile_name(profile), results_dir), resolve_device(device), Deadline(), progress)
     with cpu_threads(cfg["threads"]):
-        return [ensure(u, ctx, cfg["resume"]) for u in chosen]
+        found = [ensure(u, ctx, cfg["resume"], compute) for u in chosen]
+    return [r for r in found if r is not None]
 
 
 def _cached_data(ctx, dataset: str, cfg: dict) -> tuple:

@@ -208,7 +208,8 @@ def inference_timings(model: nn.Module, x: torch.Tensor, cfg: dict, device: torc
     return measured
 
 
-def table3(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def table3(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+           compute: bool = True) -> list[dict]:
     """Train every configured (model, dataset) pair for each seed (the run plan's Table III units, resuming
     stored runs when the profile says ``resume``); datasets not on disk are skipped (and reported by the
     summaries as "not run: data missing"). The experiment's folder is created even when nothing can run:
@@ -222,7 +223,8 @@ def table3(profile: str | dict, device: str = "auto", results_dir: Path | None =
     prune_unplanned(store.root, "attention-table3", {u.run for u in planned})
     ctx = Context(store, dev, Deadline(), progress)
     with cpu_threads(cfg["cpu_threads"]):
-        return [ensure(u, ctx, cfg["resume"]) for u in planned if not u.requires()]
+        found = [ensure(u, ctx, cfg["resume"], compute) for u in planned if not u.requires()]
+    return [r for r in found if r is not None]
 
 
 def prune_unplanned(results_dir: Path, experiment: str, planned: set[str]) -> list[str]:

@@ -66,6 +66,8 @@ def comparisons(store: Store, dataset: str = "MNIST", pairs: tuple[tuple[str, st
 
 
 def _agreement(diff, printed: float) -> str:
+    if diff.low is None:
+        return "unresolved (no interval)"
     if not diff.excludes_zero:
         return "unresolved (interval contains 0)"
     return "yes" if (diff.value > 0) == (printed > 0) else "no: opposite sign"

@@ -393,10 +393,12 @@ def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.dev
 def ensure_runs(
     profile: str | dict, models: tuple[str, ...] | list[str] = TABLE_MODELS, dataset: str = "MNIST", device: str = "auto",
     results_dir: Path | None = None, imagenet_root: str | None = None, progress: bool = True, resume: bool | None = None,
+    compute: bool = True,
 ) -> list[dict]:
     """Every ``models`` x seed run on ``dataset`` (the run plan's units), computed where not stored; one results
     file per run. ``resume`` (default: the profile's) reuses stored runs with identical parameters (chapter 3
-    reuses chapter 2's CNN and ODENet this way).
+    reuses chapter 2's CNN and ODENet this way); ``compute=False`` only reads what is stored (a notebook
+    rendering runs that ``robustode run`` made).
 
     Returns ``[]`` without running anything when the dataset is not on disk (the tables then say
     "not run: data missing").
@@ -410,7 +412,18 @@ def ensure_runs(
     ctx = Context(Store(profile_name(profile), results_dir), dev, Deadline(), progress)
     chosen = [u for u in units(profile, dev, imagenet_root, models) if u.params["dataset"] == dataset]
     with cpu_threads(cfg["cpu_threads"] if dev.type == "cpu" else None):
-        return [ensure(u, ctx, cfg["resume"] if resume is None else resume) for u in chosen]
+        found = [ensure(u, ctx, cfg["resume"] if resume is None else resume, compute) for u in chosen]
+    return [r for r in found if r is not None]
+
+
+def ensure_datasets(profile: str | dict, models: tuple[str, ...] | list[str], datasets: tuple[str, ...] | list[str],
+                    device: str = "auto", imagenet_root: str | None = None, progress: bool = True,
+                    compute: bool = True) -> dict[str, list[dict]]:
+    """:func:`ensure_runs` for each of ``datasets`` that the profile plans (others, and data sets missing here,
+    give ``[]``)."""
+    planned = experiment_config(profile, "robustness")["datasets"]
+    return {d: ensure_runs(profile, models, d, device, imagenet_root=imagenet_root, progress=progress, compute=compute)
+            if d in planned else [] for d in datasets}
 
 
 def cached_data(ctx, cfg: dict, imagenet_root: str | None = None) -> dict:

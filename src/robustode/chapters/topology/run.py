@@ -155,16 +155,19 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
     return out
 
 
-def _run_part(profile: str | dict, part: str, device: str, results_dir: Path | None, progress: bool) -> list[dict]:
+def _run_part(profile: str | dict, part: str, device: str, results_dir: Path | None, progress: bool,
+              compute: bool = True) -> list[dict]:
     cfg = _config(profile, part)
     name = profile if isinstance(profile, str) else profile["name"]
     ctx = Context(Store(name, results_dir), resolve_device(device), Deadline(), progress)
-    return [ensure(u, ctx, cfg["resume"]) for u in units(profile) if u.experiment == f"topology-{part}"]
+    found = [ensure(u, ctx, cfg["resume"], compute) for u in units(profile) if u.experiment == f"topology-{part}"]
+    return [r for r in found if r is not None]
 
 
-def flip(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def flip(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+         compute: bool = True) -> list[dict]:
     """Fit g(-1) = 1, g(1) = -1 with the flow itself (no learnable read-out): NODE, ResNet, ANODE p=1."""
-    return _run_part(profile, "flip", device, results_dir, progress)
+    return _run_part(profile, "flip", device, results_dir, progress, compute)
 
 
 def vector_field(model: ODENet, grid: int, extent: float = 2.0, t: float = 0.0) -> dict:
@@ -178,11 +181,13 @@ def vector_field(model: ODENet, grid: int, extent: float = 2.0, t: float = 0.0) 
             "v": f[:, 1].reshape(grid, grid).tolist()}
 
 
-def intervals(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def intervals(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+              compute: bool = True) -> list[dict]:
     """Classify [-1, 1] against [-3, -2] u [2, 3] (1-D): NODE, ANODE p=1 and ResNet with a linear head."""
-    return _run_part(profile, "intervals", device, results_dir, progress)
+    return _run_part(profile, "intervals", device, results_dir, progress, compute)
 
 
-def spheres(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def spheres(profile, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+            compute: bool = True) -> list[dict]:
     """Dupont et al.'s 2-D concentric spheres: ResNet, NODE and ANODE for every configured p."""
-    return _run_part(profile, "spheres", device, results_dir, progress)
+    return _run_part(profile, "spheres", device, results_dir, progress, compute)
