@@ -62,13 +62,15 @@ def evidence(experiments: Iterable[str], profile: str) -> list[Store]:
 
 
 def caption(store: Store, experiments: Iterable[str]) -> str:
-    """Profile, what it is worth, how many runs, devices and commits, in one line."""
+    """Profile, what it is worth, how many runs, devices and commits (``+``: made from a tree with uncommitted
+    changes), in one line."""
     runs = [r for e in experiments for r in store.runs(e)]
     what = f"profile `{store.profile}` — {tier(store.profile).label}"
     if not runs:
         return what
     devices = sorted({r["provenance"]["device"] for r in runs})
-    commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in runs})
+    commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] + ("+" if r["provenance"].get("git_dirty") else "")
+                      for r in runs})
     return f"{what}; {plural(len(runs), 'run')} on {'; '.join(devices)}; commit {', '.join(commits)}"
 
 

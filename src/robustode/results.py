@@ -42,6 +42,17 @@ def git_commit() -> str | None:
     return os.environ.get("ROBUSTODE_GIT_COMMIT") or None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout had uncommitted changes to tracked files (``None`` without git): a run made from a
+    modified tree cites its commit but not exactly that code."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
@@ -59,6 +70,7 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
             versions[name] = None
     return {
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "versions": versions,
         "python": platform.python_version(),
         "device": device_name(device),

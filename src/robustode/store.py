@@ -68,7 +68,7 @@ class Store:
 
     def pending(self) -> str:
         """Why a planned run of this profile has no results yet (for "not run" rows)."""
-        return f"not run yet (robustode run --profile {self.profile})"
+        return f"to be computed by robustode run --profile {self.profile}"
 
     # ------------------------------------------------------------------ side files
     def _side(self, kind: str, experiment: str, run: str, params: dict, suffix: str) -> Path:
