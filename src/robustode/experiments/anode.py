@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from robustode.budget import Deadline
 from robustode.data.images import check_dataset, is_available, load_tensors, subset, tensor_batches
 from robustode.experiments import run_once
 from robustode.memory import step_cost
@@ -205,14 +206,22 @@ def _variants(cfg: dict, dataset: str) -> dict[str, dict]:
 
 def _train_variant(
     dataset: str, name: str, variant: dict, cfg: dict, seed: int, data: tuple, device: torch.device,
-    checkpoint: Path | None, progress: bool, desc: str,
+    checkpoint: Path | None, progress: bool, desc: str, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
+    evaluate_estimate: float = 0.0, on_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
+    """Train one variant (checkpointed per epoch), then test it. With ``deadline``, an epoch starts only if it
+    fits, and the evaluation (test set and solver check, one piece that cannot resume) only if
+    ``evaluate_estimate`` seconds fit; else :class:`~robustode.budget.OutOfBudget` at that boundary (the
+    checkpoint then holds the trained model, and the next call goes straight to the evaluation)."""
     (x, y), (x_test, y_test) = data
     seed_everything(seed)
     model = build_variant(dataset, variant, cfg)
     spec = TrainSpec(epochs=cfg["epochs"], lr=cfg["lr"], seed=seed)
     hist = train(model, tensor_batches(x.to(device), y.to(device), cfg["batch_size"], seed), spec, device,
-                 checkpoint=checkpoint, progress=progress, desc=desc)
+                 checkpoint=checkpoint, progress=progress, desc=desc, deadline=deadline, epoch_estimate=epoch_estimate,
+                 on_epoch=on_epoch)
+    if deadline is not None:
+        deadline.check(evaluate_estimate, f"{desc}: evaluation")
     metrics = {
         "parameters": count_parameters(model),
         "history": hist.as_dict(),
@@ -585,3 +594,109 @@ def slope(points: list[dict], key: Callable[[dict], float]) -> float:
     mx, my = mean_sd(xs)[0], mean_sd(ys)[0]
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else math.nan
+
+
+# --- run plan ---------------------------------------------------------------------------------------
+
+TRAIN_IMAGES = {"MNIST": 60_000, "CIFAR10": 50_000}
+TEST_IMAGES = {"MNIST": 10_000, "CIFAR10": 10_000}
+UNIT_PRIORITY = 30_000  # after chapters 2-4 in the plan's order
+_DATA: dict[tuple, tuple] = {}
+
+
+def _cached_data(dataset: str, cfg: dict) -> tuple:
+    """:func:`image_data`, kept for the process (the last data set and sizes asked for): units share it."""
+    key = (dataset, cfg["train_size"], cfg["test_size"], cfg.get("image_size"))
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = image_data(dataset, cfg)
+    return _DATA[key]
+
+
+def probe(dataset: str, variant: dict, cfg: dict) -> dict:
+    """Measured here, on random images of the data set's shape: seconds per training epoch (adjoint dopri5 steps
+    of ``batch_size`` through a fresh model: a lower bound, since the solver's NFE grows as the field learns) and
+    for the evaluation (the test set, plus the solver check's float64 reference solve, counted as 30 forward
+    passes, and its two gradients per image)."""
+    from robustode.plan import time_steps
+
+    spec = check_dataset(dataset)
+    size = cfg.get("image_size") or spec.size
+    torch.manual_seed(0)
+    model = build_variant(dataset, variant, cfg)
+    x = torch.rand(cfg["batch_size"], spec.channels, size, size)
+    y = torch.randint(0, spec.classes, (cfg["batch_size"],))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+
+    def step() -> None:
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        with solver_guard():
+            loss.backward()
+        optimizer.step()
+
+    with cpu_threads(cfg["threads"]):
+        step_s = time_steps(step)
+        model.eval()
+        with torch.no_grad():
+            forward_s = time_steps(lambda: model(x)) / len(x)
+    n_train = cfg["train_size"] or TRAIN_IMAGES[dataset]
+    n_test = cfg["test_size"] or TEST_IMAGES[dataset]
+    n_check = cfg["solver_check"]["images"] if "solver_check" in cfg else 0
+    evaluate_s = n_test * forward_s + n_check * (30 * forward_s + 2 * step_s / len(x))
+    return {"epoch_s": math.ceil(n_train / cfg["batch_size"]) * step_s, "step_s": step_s, "forward_s": forward_s,
+            "stages_s": {"evaluate": evaluate_s}}
+
+
+def units(profile: str | dict, device: torch.device | None = None) -> list:
+    """The run plan's units of chapter 5: one per (data set, variant, repetition) of the image experiment and one
+    per repetition of the instability run; same parameters and results files as :func:`image_classification`
+    and :func:`instability`, so the notebook reuses what the plan computed. Repetition-major, so that a selection
+    of the first seeds (a GPU piece's, say) is a complete smaller experiment."""
+    from robustode.plan import DONE, PARTIAL, PENDING, Progress, Unit, checkpoint_epoch
+    from robustode.store import Store
+
+    section = experiment_config(profile, "anode")
+    out = []
+
+    def add(experiment: str, run: str, unit_id: str, params: dict, seed: int, cfg: dict, dataset: str, name: str,
+            variant: dict, priority: int) -> None:
+        def status(store: Store) -> Progress:
+            if store.run(experiment, run, params) is not None:
+                return Progress(DONE, "results file written")
+            epoch = checkpoint_epoch(store.checkpoint(experiment, run, params)) if cfg["checkpoint"] else None
+            if epoch is not None:
+                return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, ["evaluate"])
+            return Progress(PENDING, "", cfg["epochs"], ["evaluate"])
+
+        def compute(ctx) -> dict:
+            checkpoint = ctx.store.checkpoint(experiment, run, params) if cfg["checkpoint"] else None
+            with cpu_threads(cfg["threads"]):
+                return _train_variant(dataset, name, variant, cfg, seed, _cached_data(dataset, cfg), ctx.device,
+                                      checkpoint, ctx.progress, unit_id, ctx.deadline, ctx.epoch_estimate,
+                                      ctx.stage_estimate("evaluate"), ctx.on_epoch)
+
+        out.append(Unit(id=unit_id, experiment=experiment, run=run, params=params, seed=seed, epochs=cfg["epochs"],
+                        stages=["evaluate"], kind=f"{experiment}/{name}", compute=compute, status=status,
+                        probe=lambda: probe(dataset, variant, cfg), requires=lambda: missing_reason(dataset) or "",
+                        priority=priority))
+
+    if "images" in section:
+        cfg = _config(profile, "images")
+        for d_index, dataset in enumerate(cfg["datasets"]):
+            variants = _variants(cfg, dataset)
+            for seed in range(cfg["repetitions"]):
+                for v_index, (name, variant) in enumerate(variants.items()):
+                    params = {**cfg, "variants": None, "dataset": dataset, "model": name, **variant}
+                    add(experiment_name(dataset), f"{name}-seed{seed}", f"anode/{dataset}/{name}/seed{seed}", params,
+                        seed, cfg, dataset, name, variant, UNIT_PRIORITY + 1000 * d_index + 10 * seed + v_index)
+    if "instability" in section:
+        cfg = _config(profile, "instability")
+        dataset = check_choice("dataset", cfg["dataset"], ("MNIST", "CIFAR10"))
+        variant = {"filters": cfg["filters"], "augment_dim": cfg["augment_dim"]}
+        for seed in range(cfg["repetitions"]):
+            add("anode-instability", f"{cfg['model']}-seed{seed}", f"anode/instability/{cfg['model']}/seed{seed}",
+                {**cfg, "dataset": dataset}, seed, cfg, dataset, cfg["model"], variant,
+                UNIT_PRIORITY + 900 + 10 * seed)
+    return sorted(out, key=lambda u: u.priority)
