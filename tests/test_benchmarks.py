@@ -75,3 +75,25 @@ def test_engine_timing_builds_its_runs_once_and_times_a_synchronised_epoch_after
     assert len(built) == 2  # one run per model: the timed epoch replays the graphs the first epoch captured
     assert len(synced) == 2  # each epoch (capture, timed) ends with a device synchronisation
     assert seconds > 0
+
+
+def test_gpu_fill_refuses_bad_arguments_before_any_work():
+    out = _run("gpu_fill.py", "--streams", "1")
+    assert out.returncode == 2 and "counts of 2 or more" in out.stderr
+    out = _run("gpu_fill.py", "--batches", "0")
+    assert out.returncode == 2 and "must be positive" in out.stderr
+
+
+@pytest.mark.slow
+def test_gpu_fill_measures_its_configurations_side_by_side_on_the_cpu(tmp_path):
+    import json
+
+    out = _run("gpu_fill.py", "--device", "cpu", "--width", "4", "--batches", "2", "--batch-size", "8", "--streams", "2",
+               "--processes", "2", "--budget", "300", "--out", str(tmp_path / "fill.json"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "fill.json").read_text())
+    configs = [r["config"] for r in report["rows"]]
+    assert configs == ["eager (no graphs off CUDA) x1", "eager (no graphs off CUDA) x1, channels_last",
+                       "x2 in turn (no streams off CUDA)", "processes x2"]
+    assert all(r.get("epoch_s_per_model", 0) > 0 for r in report["rows"]), report["rows"]
+    assert report["skipped"] == ["cudnn.benchmark: needs CUDA"]

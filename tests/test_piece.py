@@ -365,7 +365,9 @@ def test_gpu_pieces_lays_epochs_and_stages_into_pieces_and_says_what_is_unmeasur
     assert len(report["too_long"]) == 3 and all("500 s" in item for item in report["too_long"])
     assert report["pieces"] == 6  # 3 x 301 s + 3 x 400 s = 2,103 s of epochs laid in plan order into 390 s pieces
     text = piece.count_text(report, [piece.CHAPTERS["robustness"]])
-    assert "not measured on cuda" in text and "6 piece(s)" in text and "cannot run in any piece" in text
+    assert "not measured on cuda" in text and "at least 6 piece(s)" in text and "cannot run in any piece" in text
+    empty = piece.gpu_pieces("full", [piece.CHAPTERS["anode"]], store, "cuda")
+    assert "pieces needed: not measured yet" in piece.count_text(empty, [piece.CHAPTERS["anode"]])
 
 
 # ------------------------------------------------------------------------------- chapter 5 in the plan
@@ -438,3 +440,21 @@ def test_an_anode_unit_does_not_start_an_evaluation_that_cannot_finish(tmp_path)
     metrics = anode._train_variant("MNIST", "NODE", variant, {**cfg, "batch_size": 8}, 0, data, torch.device("cpu"),
                                    checkpoint, False, "NODE", Deadline(3600), 0.0, evaluate_estimate=1.0)
     assert metrics["test"]["failure"] is None and len(metrics["history"]["epochs"]) == cfg["epochs"]
+
+
+def test_a_piece_reads_a_private_copy_of_the_kits_data_so_the_kit_never_grows(tmp_path):
+    kit = tmp_path / "repo" / ".device"
+    _data_dir(kit / "data")
+    (kit / "data" / "MNIST" / "raw" / "left-over-unpacked").write_bytes(b"z" * 1000)  # only the .gz are copied
+    before = sorted((p.relative_to(kit), p.stat().st_size) for p in kit.rglob("*"))
+    staged = piece._stage_data(kit, None)
+    try:
+        assert kit not in staged.parents and staged != kit / "data"
+        assert sorted(p.name for p in staged.rglob("*.gz")) == sorted(p.name for p in (kit / "data").rglob("*.gz"))
+        assert not list(staged.rglob("left-over-unpacked"))
+        (staged / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"u" * 100_000)  # what torchvision does
+        assert sorted((p.relative_to(kit), p.stat().st_size) for p in kit.rglob("*")) == before
+    finally:
+        import shutil
+
+        shutil.rmtree(staged)

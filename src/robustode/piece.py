@@ -861,11 +861,18 @@ def count_text(report: dict, chapters: list[Chapter], device: str = "cuda") -> s
 
     lines = [f"GPU share of the full profile ({'; '.join(c.label for c in chapters)}):",
              f"  {report['units']} units: {report['done']} done, {report['blocked']} blocked (data missing)"]
+    per = f"{report['seconds_per_piece']:.0f} s of runner time (one 15-minute lease each)"
     if report["unmeasured"]:
         lines.append(f"  not measured on {device}: {', '.join(report['unmeasured'])} — a device piece measures them "
-                     "(the plan's measure step writes results/full/costs.json); until then the count is a lower bound")
-    lines.append(f"  about {fmt_seconds(report['seconds'])} of {device} time left -> {report['pieces']} piece(s) of "
-                 f"{report['seconds_per_piece']:.0f} s of runner time (one 15-minute lease each)")
+                     "(the plan's measure step writes results/full/costs.json)")
+    if report["unmeasured"] and not report["seconds"]:
+        lines.append(f"  pieces needed: not measured yet (pieces of {per})")
+    elif report["unmeasured"]:
+        lines.append(f"  at least {report['pieces']} piece(s) of {per} for the measured units "
+                     f"(about {fmt_seconds(report['seconds'])} of {device} time); the unmeasured ones come on top")
+    else:
+        lines.append(f"  about {fmt_seconds(report['seconds'])} of {device} time left -> {report['pieces']} piece(s) "
+                     f"of {per}")
     for item in report["too_long"]:
         lines.append(f"  cannot run in any piece: {item}")
     return "\n".join(lines)
