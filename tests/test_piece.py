@@ -126,6 +126,18 @@ def test_unpack_restores_results_and_live_checkpoints_and_merges_costs_newest_fi
     assert len(list((local.root / "checkpoints").rglob("*.pt"))) == 8
 
 
+def test_a_dry_runs_toy_results_are_not_unpacked_into_the_results(tmp_path):
+    store, units = _store_with_checkpoints(tmp_path / "device", done=2, size=1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    Packer(store.root, out, 0.0, LIMITS, manifest=lambda: {"chapters": ["robustness"], "dry_run": True}).pack()
+    local = tmp_path / "local"
+    with pytest.raises(PieceError, match="dry run"):
+        piece.unpack(out, local)
+    assert not local.exists()
+    assert piece.unpack(out, local, allow_dry_run=True)["results"] == 2
+
+
 # ---------------------------------------------------------------------------------- point 2: the kit
 
 def _git_repo(path: Path, tracked_bytes: int) -> Path:

@@ -772,30 +772,36 @@ def merge_costs(local: dict, device: dict) -> dict:
     return merged
 
 
-def unpack(folder: Path, root: Path, profile: str | dict = "full") -> dict:
+def unpack(folder: Path, root: Path, profile: str | dict = "full", allow_dry_run: bool = False) -> dict:
     """Put a piece's returned files into the results folder ``root``; drop the checkpoints and partial
-    evaluations of the piece's units that are now done. Returns what happened."""
+    evaluations of the piece's units that are now done. A dry run's toy-sized results are refused unless
+    ``allow_dry_run`` (they would sit beside the real ones in the folders the book reads). Returns what happened."""
     from robustode.results import write_json_atomic
     from robustode.store import Store
 
     report: dict = {"results": 0, "checkpoints": 0, "manifest": None}
-    for stem in ("results", "checkpoints"):
-        parts = _parts(folder, stem)
-        if not parts:
-            continue
-        with tempfile.TemporaryDirectory(prefix="piece-unpack-") as tmp:
-            whole = Path(tmp) / "whole.tar.gz"
-            with whole.open("wb") as dst:
-                for part in parts:
-                    dst.write(part.read_bytes())
+    archives = {stem: _parts(folder, stem) for stem in ("results", "checkpoints")}
+    if not archives["results"]:
+        raise PieceError(f"no results.tar.gz in {folder}: not a piece's returned files")
+    with tempfile.TemporaryDirectory(prefix="piece-unpack-") as tmp:
+        wholes = {}
+        for stem, parts in archives.items():
+            if parts:
+                wholes[stem] = Path(tmp) / f"{stem}.tar.gz"
+                with wholes[stem].open("wb") as dst:
+                    for part in parts:
+                        dst.write(part.read_bytes())
+        with tarfile.open(wholes["results"], "r:gz") as tar:
+            found = [m for m in _safe_members(tar) if m.name == MANIFEST]
+            report["manifest"] = json.loads(tar.extractfile(found[0]).read()) if found else None
+        if (report["manifest"] or {}).get("dry_run") and not allow_dry_run:
+            raise PieceError("these files come from a dry run (toy sizes): not unpacked into the results")
+        for stem, whole in wholes.items():
             with tarfile.open(whole, "r:gz") as tar:
                 for member in _safe_members(tar):
-                    if not member.isfile():
+                    if not member.isfile() or member.name == MANIFEST:
                         continue
                     payload = tar.extractfile(member).read()
-                    if member.name == MANIFEST:
-                        report["manifest"] = json.loads(payload)
-                        continue
                     target = root / member.name
                     if member.name == "costs.json" and target.exists():
                         write_json_atomic(target, merge_costs(json.loads(target.read_text()), json.loads(payload)))
@@ -929,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     timing.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     unp = sub.add_parser("unpack", help="put a piece's returned files into results/full (here)")
     unp.add_argument("folder", type=Path)
+    unp.add_argument("--allow-dry-run", action="store_true", help="unpack a dry run's toy results too")
     cnt = sub.add_parser("count", help="how many GPU pieces the full profile still needs")
     cnt.add_argument("--profile", default="full")
     cnt.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
@@ -987,7 +994,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"chapter 4 first-call timing on {args.device}: {len(runs)} run(s) stored")
         return 0
     if args.command == "unpack":
-        report = unpack(args.folder, results_dir("full"))
+        report = unpack(args.folder, results_dir("full"), allow_dry_run=args.allow_dry_run)
         print(f"unpacked {report['results']} results file(s) and {report['checkpoints']} checkpoint(s); dropped "
               f"{len(report.get('dropped', []))} file(s) of units now done")
         return 0
