@@ -52,3 +52,4 @@ def _variants(cfg: dict, dataset: str) -> dict[str, dict]:
 
 
 TRAIN_IMAGES = {"MNIST": 60_000, "CIFAR10": 50_000, "SVHN": 73_257, "FashionMNIST": 60_000}
+TEST_IMAGES = {"MNIST": 10_000, "CIFAR10": 10_000, "SVHN": 26_032, "FashionMNIST": 10_000}

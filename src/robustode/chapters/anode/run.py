@@ -12,7 +12,15 @@ import torch
 from torch.nn import functional as F
 
 from robustode.budget import Deadline
-from robustode.chapters.anode.config import TRAIN_IMAGES, _config, _profile_name, _variants, experiment_name, missing_reason
+from robustode.chapters.anode.config import (
+    TEST_IMAGES,
+    TRAIN_IMAGES,
+    _config,
+    _profile_name,
+    _variants,
+    experiment_name,
+    missing_reason,
+)
 from robustode.data.images import check_dataset, load_tensors, subset, tensor_batches
 from robustode.models import count_parameters
 from robustode.models.conv_anode import ConvODENet
@@ -136,8 +144,12 @@ def _reference_copy(model: ConvODENet, tol: float) -> ConvODENet:
 def _train_variant(
     dataset: str, name: str, variant: dict, cfg: dict, seed: int, data: tuple, device: torch.device,
     checkpoint: Path | None, progress: bool, desc: str, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None, evaluate_estimate: float = 0.0,
 ) -> dict:
+    """Train one variant (checkpointed per epoch), then test it. With ``deadline``, an epoch starts only if it
+    fits, and the evaluation (test set and solver check, one piece that cannot resume) only if
+    ``evaluate_estimate`` seconds fit; else :class:`~robustode.budget.OutOfBudget` at that boundary (the
+    checkpoint then holds the trained model, and the next call goes straight to the evaluation)."""
     (x, y), (x_test, y_test) = data
     seed_everything(seed)
     model = build_variant(dataset, variant, cfg)
@@ -145,6 +157,8 @@ def _train_variant(
     hist = train(model, tensor_batches(x.to(device), y.to(device), cfg["batch_size"], seed), spec, device,
                  checkpoint=checkpoint, progress=progress, desc=desc, deadline=deadline, epoch_estimate=epoch_estimate,
                  on_epoch=on_epoch)
+    if deadline is not None:
+        deadline.check(evaluate_estimate, f"{desc}: evaluation")
     metrics = {
         "parameters": count_parameters(model),
         "history": hist.as_dict(),
@@ -198,8 +212,10 @@ def _cached_data(ctx, dataset: str, cfg: dict) -> tuple:
 
 
 def probe(dataset: str, variant: dict, cfg: dict) -> dict:
-    """Seconds per epoch measured here: one training step of a fresh model on random images (dopri5 + adjoint at
-    initialisation; the NFE, and with it the cost, grows as the field learns, so this is a lower bound)."""
+    """Measured here, on random images of the data set's shape: seconds per training epoch (adjoint dopri5 steps
+    of ``batch_size`` through a fresh model: a lower bound, since the solver's NFE grows as the field learns) and
+    for the evaluation (the test set, plus the solver check's float64 reference solve, counted as 30 forward
+    passes, and its two gradients per image)."""
     spec = check_dataset(dataset)
     size = cfg.get("image_size") or spec.size
     torch.manual_seed(0)
@@ -208,15 +224,24 @@ def probe(dataset: str, variant: dict, cfg: dict) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
 
     def step() -> None:
+        model.train()
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
-        loss.backward()
+        with solver_guard():
+            loss.backward()
         optimizer.step()
 
     with cpu_threads(cfg["threads"]):
         step_s = time_steps(step, repeats=1)
+        model.eval()
+        with torch.no_grad():
+            forward_s = time_steps(lambda: model(x), repeats=1) / len(x)
     n_train = cfg["train_size"] or TRAIN_IMAGES[dataset]
-    return {"epoch_s": math.ceil(n_train / cfg["batch_size"]) * step_s, "step_s": step_s}
+    n_test = cfg["test_size"] or TEST_IMAGES[dataset]
+    n_check = cfg["solver_check"]["images"] if "solver_check" in cfg else 0
+    evaluate_s = n_test * forward_s + n_check * (30 * forward_s + 2 * step_s / len(x))
+    return {"epoch_s": math.ceil(n_train / cfg["batch_size"]) * step_s, "step_s": step_s, "forward_s": forward_s,
+            "stages_s": {"evaluate": evaluate_s}}
 
 
 def units(profile: str | dict, device: torch.device | None = None) -> list:
@@ -244,20 +269,21 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
                 return Progress(DONE, "results file written")
             epoch = checkpoint_epoch(store.checkpoint(experiment, run, params)) if cfg["checkpoint"] else None
             if epoch is not None:
-                return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch)
-            return Progress(PENDING, "", cfg["epochs"])
+                return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, ["evaluate"])
+            return Progress(PENDING, "", cfg["epochs"], ["evaluate"])
 
         def compute(ctx, experiment=experiment, run=run, params=params, cfg=cfg, dataset=dataset, name=name,
                     variant=variant, seed=seed) -> dict:
             checkpoint = ctx.store.checkpoint(experiment, run, params) if cfg["checkpoint"] else None
             desc = f"instability seed {seed}" if experiment == "anode-instability" else f"{dataset} {name} seed {seed}"
             return _train_variant(dataset, name, variant, cfg, seed, _cached_data(ctx, dataset, cfg), ctx.device, checkpoint,
-                                  ctx.progress, desc, ctx.deadline, ctx.epoch_estimate, ctx.on_epoch)
+                                  ctx.progress, desc, ctx.deadline, ctx.epoch_estimate, ctx.on_epoch,
+                                  ctx.stage_estimate("evaluate"))
 
         kind = f"{experiment}/{name}/{cfg['epochs']}x{cfg['batch_size']}"
         out.append(Unit(
             id=f"anode/{experiment.removeprefix('anode-')}/{name}/seed{seed}", experiment=experiment, run=run,
-            params=params, seed=seed, epochs=cfg["epochs"], stages=[], kind=kind, compute=compute, status=status,
+            params=params, seed=seed, epochs=cfg["epochs"], stages=["evaluate"], kind=kind, compute=compute, status=status,
             probe=lambda dataset=dataset, variant=variant, cfg=cfg: probe(dataset, variant, cfg),
             requires=lambda dataset=dataset: missing_reason(dataset) or "", priority=100 * seed + index,
         ))

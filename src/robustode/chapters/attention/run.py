@@ -298,15 +298,17 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
     return sorted(out, key=lambda u: u.priority)
 
 
-def first_call(profile: str | dict, device: str = "auto", results_dir: Path | None = None) -> list[dict]:
+def first_call(profile: str | dict, device: str = "auto", results_dir: Path | None = None,
+               targets: list[str] | None = None) -> list[dict]:
     """Both orders of (Classic, ODE) in fresh processes: the first forward pass of each (batch 1, fresh weights),
-    and its warm median. Start-up costs are fixed costs: one image shows them best."""
+    and its warm median. Start-up costs are fixed costs: one image shows them best. ``targets``: the devices to
+    time on (default: the CPU and ``device``); a GPU piece names only ``cuda``, leaving the CPU rows to the CPU."""
     cfg = config(profile)
     dev = resolve_device(device)
     if not cfg["timing"]["fresh_process"]:
         return []
     pair = ["ClassicAttention", "ODEAttention"]
-    targets = list(dict.fromkeys(["cpu", dev.type]))
+    targets = list(dict.fromkeys(targets if targets is not None else ["cpu", dev.type]))
     # CUDA runs stay when a CPU-only machine re-renders: they were measured where a GPU was.
     store = Store(_profile_name(profile), results_dir)
     prune_unplanned(store.root, "attention-first-call",
