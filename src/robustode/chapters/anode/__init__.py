@@ -5,6 +5,6 @@ results store;
 the run plan's units), ``memory`` (memory and compute measurements), ``tables`` (rows from results files), ``figures``.
 """
 
-from robustode.chapters.anode import config, figures, memory, run, tables
+from robustode.chapters.anode import config, figures, findings, memory, run, tables
 
-__all__ = ["config", "figures", "memory", "run", "tables"]
+__all__ = ["config", "figures", "findings", "memory", "run", "tables"]
