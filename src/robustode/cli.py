@@ -41,10 +41,12 @@ def _notebook_command(run: Callable[[], Path], label: str) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from robustode.budget import parse_duration
     from robustode.reproduce import reproduce
 
-    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output),
-                             "manifest")
+    budget = parse_duration(args.budget) if args.budget else None
+    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output,
+                                               budget=budget), "manifest")
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -149,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--notebooks", nargs="+", metavar="NAME", help="notebook names (default: all, in book order)")
     rep.add_argument("--device", choices=DEVICES, default="auto")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    rep.add_argument("--budget", help="time for the run plan before the notebooks render (150m, 2h; default: none)")
     rep.set_defaults(func=_reproduce)
 
     book = sub.add_parser("book", help="execute (quick) and render the Jupyter Book into _build/html")
