@@ -60,7 +60,7 @@ from robustode.noise import NoiseAugmentation
 from robustode.profiles import check_choice, experiment_config, resolve_device
 from robustode.reference import reference_values
 from robustode.regularisers import SteadyStateRegulariser
-from robustode.results import pack_flags
+from robustode.results import pack_flags, unpack_flags
 from robustode.seeding import seed_everything
 from robustode.store import Store
 from robustode.timing import cpu_threads
@@ -568,3 +568,31 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                     priority=1000 * d_index + 10 * seed + m_index,
                 ))
     return out
+
+
+def reevaluate(store: Store, dataset: str = "MNIST", images: int = 100, eps: str = "0.3",
+               device: str = "cpu") -> list[dict]:
+    """Load every trained model ``store`` keeps for ``dataset`` and attack it again with Yan et al.'s FGSM at
+    ``eps`` on the first ``images`` attack images: per model and seed, the robust flags now against the per-image
+    flags stored when the run was evaluated (a cheap check that the committed models are the ones behind the
+    committed numbers). Runs without a model file or without stored flags are left out."""
+    dev = resolve_device(device)
+    rows, data = [], None
+    for run in sorted(store.runs(experiment_name(dataset)), key=lambda r: (r["params"]["model"], r["seed"])):
+        stored = run["metrics"].get("faithful_flags", {}).get("fgsm", {}).get(eps)
+        cfg, name, seed = run["params"], run["params"]["model"], run["seed"]
+        saved = store.load_model(experiment_name(dataset), run["run"], training_params(name, cfg))
+        if stored is None or saved is None:
+            continue
+        if data is None:
+            data = load_data(cfg, dev)
+        model = make_model(name, cfg)
+        model.load_state_dict(saved["model"])
+        model.to(dev).eval()
+        xa, ya = attack_set(data, cfg)
+        now = attacks.fgsm(model, xa[:images], ya[:images], eps_value(eps)).robust.cpu().tolist()
+        before = unpack_flags(stored)[:images]
+        rows.append({"model": name, "seed": seed, "images": images, f"FGSM-{eps} stored": f"{100 * sum(before) / images:.0f} %",
+                     f"FGSM-{eps} now": f"{100 * sum(now) / images:.0f} %",
+                     "images that differ": sum(a != b for a, b in zip(now, before, strict=True))})
+    return rows
