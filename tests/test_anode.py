@@ -199,13 +199,6 @@ def test_non_positive_sizes_are_rejected_in_one_error():
         anode.run.image_classification(_tiny_profile(batch_size=0), "MNIST", "cpu", None, progress=False)
 
 
-def test_threads_are_restored_after_an_experiment():
-    before = torch.get_num_threads()
-    with cpu_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-
-
 @pytest.mark.parametrize("name", ["quick", "full"])
 def test_both_profiles_have_an_anode_section_whose_table_1_pairs_exist(name):
     images = load_profile(name)["anode"]["images"]

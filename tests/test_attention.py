@@ -137,17 +137,30 @@ def test_time_forward_reports_the_median_and_the_models_nfe():
         time_forward(model, torch.rand(1, 1, 28, 28), warmup=0)
 
 
-def test_cpu_threads_are_restored_after_the_block():
+def test_cpu_threads_sets_the_count_and_restores_it_even_after_an_error():
     before = torch.get_num_threads()
-    with cpu_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    try:
+        torch.set_num_threads(2)  # the autouse fixtures may have set 1 already: start from a count the block changes
+        with pytest.raises(RuntimeError, match="inside"):
+            with cpu_threads(1):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with cpu_threads(None):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
-def test_mixed_precision_is_cuda_only_and_prefers_what_the_gpu_supports():
-    assert exp.config.autocast_dtype("auto", torch.device("cpu")) is None
-    assert exp.config.autocast_dtype("bf16", torch.device("cpu")) is None
-    assert exp.config.autocast_dtype("off", torch.device("cuda")) is None
+def test_mixed_precision_is_cuda_only_and_prefers_what_the_gpu_supports(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert exp.config.autocast_dtype("auto", cpu) is None and exp.config.autocast_dtype("bf16", cpu) is None
+    assert exp.config.autocast_dtype("off", cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert exp.config.autocast_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert exp.config.autocast_dtype("auto", cuda) == torch.float16  # with a GradScaler in the training loop
+    assert exp.config.autocast_dtype("fp16", cuda) == torch.float16 and exp.config.autocast_dtype("bf16", cuda) == torch.bfloat16
 
 
 def test_the_field_keeps_the_solver_state_in_float32_under_autocast():

@@ -112,11 +112,23 @@ def test_noise_augmentation_noises_half_the_images_with_sigmas_from_the_list():
     assert set(nearest.tolist()) == set(levels.tolist())
 
 
-def test_input_randomisation_resizes_and_pads_inside_a_larger_canvas():
-    x = torch.rand(5, 1, 28, 28)
+def test_input_randomisation_resizes_once_per_batch_and_pads_each_image_at_its_own_offset():
+    x = torch.ones(64, 1, 28, 28)
+    torch.manual_seed(3)
     out = InputRandomisation(extra=4)(x)
-    assert out.shape == (5, 1, 32, 32)
-    assert out.min() >= 0 and out.max() <= 1
+    assert out.shape == (64, 1, 32, 32)
+    ones = out[:, 0] == 1
+    sides = {int(ones[i].any(1).sum()) for i in range(64)}
+    assert len(sides) == 1 and 28 <= sides.pop() <= 31  # one size r in {28, ..., 31} for the whole batch
+    # every image is an r x r block of the (resized) image in a zero canvas, the block's corner varies by image
+    r = int(ones[0].any(1).sum())
+    corners = set()
+    for i in range(64):
+        rows, cols = ones[i].any(1).nonzero().squeeze(1), ones[i].any(0).nonzero().squeeze(1)
+        assert int(ones[i].sum()) == r * r and out[i, 0][~ones[i]].abs().sum() == 0
+        assert rows.max() - rows.min() + 1 == r and cols.max() - cols.min() + 1 == r
+        corners.add((int(rows.min()), int(cols.min())))
+    assert len(corners) > 1 or r == 32
 
 
 def test_feature_denoising_starts_as_the_identity():
@@ -127,8 +139,8 @@ def test_feature_denoising_starts_as_the_identity():
 
 def test_sanity_checks_flag_pgd_weaker_than_fgsm_and_autoattack_weaker_than_pgd():
     metrics = {
-        "faithful": {"fgsm": {"0.3": 0.5}, "pgd": {"0.3": 0.6}},
-        "strong": {"0.3": {"by_steps": {"10": 0.2, "20": 0.1}, "by_restarts": [0.1, 0.1],
+        "faithful": {"fgsm": {"0.3": 0.5}, "pgd": {"0.3": 0.6}}, "attack_images": 1000,
+        "strong": {"0.3": {"by_steps": {"10": 0.2, "20": 0.1}, "by_restarts": [0.1, 0.1], "images": 500,
                            "autoattack": {"accuracy": 0.3, "pgd_same_images": 0.1, "images": 10, "config": "standard"}}},
         "sanity": {"eps_one": {"strong": 0.0, "faithful": 0.1}},
     }
@@ -137,6 +149,17 @@ def test_sanity_checks_flag_pgd_weaker_than_fgsm_and_autoattack_weaker_than_pgd(
     assert not results["PGD <= FGSM at eps 0.3"]
     assert results["more PGD steps never help (eps 0.3)"]
     assert not results["AutoAttack <= PGD (eps 0.3)"]
+
+
+def test_heuristic_checks_allow_one_image_and_no_more_while_restarts_are_exact():
+    def checks(pgd: float, restarts: list[float]) -> dict:
+        metrics = {"faithful": {"fgsm": {"0.3": 0.500}, "pgd": {"0.3": pgd}}, "attack_images": 1000,
+                   "strong": {"0.3": {"by_steps": {"10": 0.1}, "by_restarts": restarts, "images": 500}}}
+        return {c["check"]: c["ok"] for c in sanity_checks(metrics)}
+
+    assert checks(0.501, [0.1, 0.1])["PGD <= FGSM at eps 0.3"]  # one image of 1,000 above FGSM: allowed
+    assert not checks(0.502, [0.1, 0.1])["PGD <= FGSM at eps 0.3"]  # two images: a failed check
+    assert not checks(0.4, [0.100, 0.102])["more restarts never help (eps 0.3)"]  # restarts accumulate: exact
 
 
 def test_table_one_rows_and_epsilons_come_from_the_reference_values():
