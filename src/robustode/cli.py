@@ -59,6 +59,15 @@ def _book(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from robustode.report import render, report_rows
 
+    if args.claims:
+        import json
+
+        from robustode.claims import as_json, scorecard, scorecard_rows
+        from robustode.store import Store
+
+        judged = scorecard([Store(args.profile)] if args.profile else None)
+        print(json.dumps(as_json(judged), indent=1) if args.format == "json" else render(scorecard_rows(judged)))
+        return 0
     # Without results every run-based row says "not run"; parameter counts are still checked.
     print(render(report_rows(args.profile), args.format))
     return 0
@@ -164,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--profile", choices=PROFILES, default=None,
                         help="only this profile's runs (default: for each number, the strongest profile that has runs)")
     report.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    report.add_argument("--claims", action="store_true", help="the survey's claims with their evidence and verdicts")
     report.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="which data sets are on disk; --fetch downloads missing ones (torchvision)")

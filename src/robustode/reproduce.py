@@ -32,7 +32,7 @@ class NotebookFailed(RuntimeError):
 
 # The chapter (profile section) behind each notebook; the report belongs to every profile.
 NOTEBOOK_CHAPTERS = {"01_topology": "topology", "02_robustness": "robustness", "03_tisode": "robustness",
-                     "04_attention": "attention", "05_anode": "anode", "06_report": None}
+                     "04_attention": "attention", "05_anode": "anode", "06_report": None, "07_claims": None}
 
 
 def profile_notebooks(profile: str, root: Path | None = None) -> list[str]:

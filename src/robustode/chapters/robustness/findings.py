@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from robustode.chapters.robustness.config import TABLE_MODELS, table_one_rows
 from robustode.chapters.robustness.tables import _by_model, _runs, failed_checks, table_value
-from robustode.compare import paired_bootstrap, welch_interval
+from robustode.compare import Difference, paired_bootstrap, welch_interval
 from robustode.display import plural
 from robustode.profiles import tier
 from robustode.reference import reference_values
@@ -39,29 +39,50 @@ def _flags(metrics: dict, kind: str, eps: str) -> list[bool] | None:
     return unpack_flags(packed) if packed else None
 
 
-def comparisons(store: Store, dataset: str = "MNIST", pairs: tuple[tuple[str, str], ...] = PAIRS) -> list[dict]:
-    """The survey's comparisons (b − a, accuracy points) at every Table I perturbation, ours with a 95 % interval
-    (a paired bootstrap over the attack images and seeds where per-image results are stored, else Welch over
-    seeds) beside the printed difference."""
+def differences(store: Store, dataset: str, a: str, b: str) -> list[tuple[str, Difference, float | None]]:
+    """``b`` minus ``a`` (accuracy points) at every Table I perturbation and, where stored, under the strong attacks
+    (strong PGD and AutoAttack at Table I's PGD epsilons): ``(label, difference, printed difference or None)``.
+    A paired bootstrap over the shared images and the seeds where per-image results are stored, else Welch over
+    seeds; ``[]`` when either model has no runs."""
     runs = _runs(store, dataset)
+    ma, mb = _by_model(runs, a), _by_model(runs, b)
+    if not ma or not mb:
+        return []
+    out = []
+    for key, kind, value in table_one_rows(dataset):
+        fa = [_flags(m, kind, value) for m in ma] if kind != "gaussian" else []
+        fb = [_flags(m, kind, value) for m in mb] if kind != "gaussian" else []
+        if fa and fb and all(f is not None for f in fa + fb):
+            diff = paired_bootstrap(fa, fb)
+        else:
+            diff = welch_interval([table_value(m, kind, value) for m in ma], [table_value(m, kind, value) for m in mb])
+        printed = reference_values()["table_1_robustness"][dataset][key]
+        label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
+        out.append((label, diff, printed[b][0] - printed[a][0] if a in printed and b in printed else None))
+    for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+        for attack, get in (("strong PGD", lambda m, e=eps: m["strong"][e]),
+                            ("AutoAttack", lambda m, e=eps: m["strong"][e].get("autoattack"))):
+            sa, sb = [get(m) for m in ma], [get(m) for m in mb]
+            if not all(sa + sb):
+                continue
+            if all("flags" in x for x in sa + sb) and len({x["images"] for x in sa + sb}) == 1:
+                diff = paired_bootstrap([unpack_flags(x["flags"]) for x in sa], [unpack_flags(x["flags"]) for x in sb])
+            else:
+                diff = welch_interval([100 * x["accuracy"] for x in sa], [100 * x["accuracy"] for x in sb])
+            out.append((f"{attack}-{eps}", diff, None))
+    return out
+
+
+def comparisons(store: Store, dataset: str = "MNIST", pairs: tuple[tuple[str, str], ...] = PAIRS) -> list[dict]:
+    """The survey's comparisons (b − a, accuracy points) at every Table I perturbation and under the strong attacks,
+    ours with a 95 % interval (:func:`differences`) beside the printed difference."""
     rows = []
     for a, b in pairs:
-        ma, mb = _by_model(runs, a), _by_model(runs, b)
-        if not ma or not mb:
-            continue
-        for key, kind, value in table_one_rows(dataset):
-            fa = [_flags(m, kind, value) for m in ma] if kind != "gaussian" else []
-            fb = [_flags(m, kind, value) for m in mb] if kind != "gaussian" else []
-            if fa and fb and all(f is not None for f in fa + fb):
-                diff = paired_bootstrap(fa, fb)
-            else:
-                diff = welch_interval([table_value(m, kind, value) for m in ma], [table_value(m, kind, value) for m in mb])
-            printed = reference_values()["table_1_robustness"][dataset][key]
-            label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
-            printed_diff = printed[b][0] - printed[a][0]
+        for label, diff, printed in differences(store, dataset, a, b):
             rows.append({"comparison": f"{b} − {a}", "perturbation": label, "ours [95 % CI]": diff.text(),
-                         "printed": f"{printed_diff:+.1f}",
-                         "same sign as printed": _agreement(diff, printed_diff), "interval from": diff.method})
+                         "printed": "—" if printed is None else f"{printed:+.1f}",
+                         "same sign as printed": "—" if printed is None else _agreement(diff, printed),
+                         "interval from": diff.method})
     return rows
 
 
