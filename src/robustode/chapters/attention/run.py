@@ -155,7 +155,8 @@ def _runs(cfg: dict) -> Iterator[tuple[str, str, int]]:
 
 def _train_and_test(name: str, dataset: str, seed: int, cfg: dict, device: torch.device, progress: bool,
                     checkpoint: Path | None, time_it: bool, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
-                    on_epoch: Callable[[dict], None] | None = None) -> dict:
+                    on_epoch: Callable[[dict], None] | None = None,
+                    keep: Callable[[nn.Module, dict], None] | None = None) -> dict:
     seed_everything(seed)
     data = splits(dataset, cfg)
     x, y = (t.to(device) for t in data["train"])
@@ -191,6 +192,8 @@ def _train_and_test(name: str, dataset: str, seed: int, cfg: dict, device: torch
         }
     if time_it:
         metrics["timings"] = inference_timings(model, data["test"][0], cfg, device)
+    if keep is not None:
+        keep(model.cpu(), history.as_dict())
     return metrics
 
 
@@ -225,6 +228,13 @@ def table3(profile: str | dict, device: str = "auto", results_dir: Path | None =
     with cpu_threads(cfg["cpu_threads"]):
         found = [ensure(u, ctx, cfg["resume"], compute) for u in planned if not u.requires()]
     return [r for r in found if r is not None]
+
+
+def keep_model(store: Store, run: str, params: dict, model: nn.Module, history: dict) -> None:
+    """Keep a trained Table III model (selected weights and history, a few tens of KB) in the store and drop its
+    resume checkpoint (weights, Adam state and the selected weights again)."""
+    store.save_model("attention-table3", run, params, model.state_dict(), history=history)
+    store.checkpoint("attention", run, params).unlink(missing_ok=True)
 
 
 def prune_unplanned(results_dir: Path, experiment: str, planned: set[str]) -> list[str]:
@@ -285,7 +295,9 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
             def compute(ctx, name=name, dataset=dataset, seed=seed, run=run, params=params) -> dict:
                 checkpoint = ctx.store.checkpoint("attention", run, params) if cfg["resume"] else None
                 return _train_and_test(name, dataset, seed, cfg, ctx.device, ctx.progress, checkpoint, seed == 0,
-                                       ctx.deadline, ctx.epoch_estimate, ctx.on_epoch)
+                                       ctx.deadline, ctx.epoch_estimate, ctx.on_epoch,
+                                       keep=(lambda model, history, ctx=ctx, run=run, params=params: keep_model(
+                                           ctx.store, run, params, model, history)) if cfg["resume"] else None)
 
             out.append(Unit(
                 id=f"attention/{dataset}/{name}/seed{seed}", experiment="attention-table3", run=run, params=params,
