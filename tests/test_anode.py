@@ -88,7 +88,7 @@ def _tiny_profile(**images) -> dict:
     variants = {"NODE": {"filters": 3, "augment_dim": 0}, "ANODE-p2": {"filters": 2, "augment_dim": 2}}
     return {"name": "quick", "anode": {
         "common": {"method": "dopri5", "tol": 1e-3, "max_num_steps": 1000, "lr": 1e-3, "time_dependent": True,
-                   "threads": 1, "checkpoint": False, "resume": False},
+                   "cpu_threads": 1, "checkpoint": False, "resume": False},
         "images": {"datasets": ["MNIST"], "image_size": 6, "train_size": 16, "test_size": 8, "batch_size": 8,
                    "epochs": 1, "repetitions": 1, "eval_batch": 8, "variants": {"MNIST": variants},
                    "table_1": {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}},

@@ -85,7 +85,7 @@ def test_adjoint_memory_does_not_grow_with_the_number_of_steps():
 def _memory_profile() -> dict:
     return {"name": "quick", "anode": {
         "common": {"method": "dopri5", "tol": 1e-3, "max_num_steps": 1000, "lr": 1e-3, "time_dependent": True,
-                   "threads": 1, "checkpoint": False, "resume": False},
+                   "cpu_threads": 1, "checkpoint": False, "resume": False},
         "memory": {"channels": 2, "filters": 3, "image_size": 5, "batch": 2, "fixed": {"euler": [1, 4], "rk4": [1, 2]},
                    "adaptive_method": "dopri5", "tolerances": [1e-2], "resnet_depths": [1, 4], "warmup": 0, "repeats": 1},
     }}

@@ -535,7 +535,7 @@ def tiny_profile() -> dict:
                          "sanity": {"images": 8, "tolerance": 0.0, "solver_steps": [0.25, 0.5]}}
     rob["defences"].update(randomise=["TisODE"], eot=2, steps=2, restarts=1, images=8)
     rob["datasets"] = {"MNIST": rob["datasets"]["MNIST"]}
-    anode["common"].update(threads=1)
+    anode["common"].update(cpu_threads=1)
     images = anode["images"]
     images.update(datasets=["MNIST"], image_size=14, train_size=64, test_size=32, batch_size=32, epochs=1,
                   eval_batch=32, solver_check={"images": 4, "reference_tol": 1.0e-5})

@@ -21,7 +21,7 @@ def _config(profile: str | dict, part: str) -> dict:
     section = experiment_config(profile, "anode")
     cfg = {**section["common"], **section[part]}
     sizes = ("epochs", "batch_size", "lr", "repetitions", "tol", "max_num_steps", "eval_batch",
-             "repeats", "batch", "channels", "filters", "image_size", "threads")
+             "repeats", "batch", "channels", "filters", "image_size", "cpu_threads")
     check_positive(**{k: cfg[k] for k in sizes if k in cfg and cfg[k] is not None})
     for key in ("train_size", "test_size"):
         if cfg.get(key) is not None:

@@ -99,7 +99,7 @@ def memory_cost(profile: str | dict, device: str = "auto", results_dir: Path | N
     settings = _memory_settings(cfg)
     dev = resolve_device(device)
     runs = []
-    with cpu_threads(cfg["threads"]):
+    with cpu_threads(cfg["cpu_threads"]):
         for setting in tqdm(settings, desc="memory", disable=not progress, mininterval=2.0):
             params = {**cfg, "setting": setting}
             runs.append(run_once(

@@ -200,7 +200,7 @@ def _ensure_all(chosen: list, cfg: dict, device: str, results_dir: Path | None, 
     if not chosen or chosen[0].requires():
         return []
     ctx = Context(Store(_profile_name(profile), results_dir), resolve_device(device), Deadline(), progress)
-    with cpu_threads(cfg["threads"]):
+    with cpu_threads(cfg["cpu_threads"]):
         found = [ensure(u, ctx, cfg["resume"], compute) for u in chosen]
     return [r for r in found if r is not None]
 
@@ -231,7 +231,7 @@ def probe(dataset: str, variant: dict, cfg: dict) -> dict:
             loss.backward()
         optimizer.step()
 
-    with cpu_threads(cfg["threads"]):
+    with cpu_threads(cfg["cpu_threads"]):
         step_s = time_steps(step, repeats=1)
         model.eval()
         with torch.no_grad():
