@@ -141,8 +141,8 @@ class ResidualFlow(nn.Module):
 
     ``tied=True``: one field for every step, i.e. Euler's method with step ``scale`` written out as a network
     (``ResNet10-tied``); ``tied=False``: a field of its own per step (``ResNet10-untied``). The times are a float32
-    buffer built as torchdiffeq builds its Euler grid (``arange(blocks) * scale``), indexed without a host read, so a
-    CUDA graph can capture the forward pass.
+    buffer built as torchdiffeq builds its Euler grid (``arange(blocks) * scale``) and indexed on the device, with no
+    host read or copy per step (what the engine's CUDA graphs need; not yet exercised on a GPU).
     """
 
     def __init__(self, width: int = WIDTH, blocks: int = RESIDUAL_BLOCKS, scale: float = ODENET_STEP,
