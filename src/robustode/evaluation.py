@@ -73,7 +73,7 @@ def field_profile(model, x: torch.Tensor, t_max: float = 2.0, points: int = 21) 
     block = model.ode_blocks()[0]
     times = torch.linspace(0.0, t_max, points, device=x.device)
     with torch.no_grad():
-        h0 = model.denoise(model.stem(model.pre(x)))
+        h0 = model.middle_input(x)
         states = block.trajectory(h0, times)
         mean_abs = [block.field(t, z).abs().mean().item() for t, z in zip(times, states, strict=True)]
     return {"t": times.tolist(), "mean_abs_f": mean_abs}

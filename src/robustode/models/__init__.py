@@ -14,10 +14,15 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A named model: the data sets it has variants for, ``build(dataset)``, a description, and whether its training
+    adds TisODE's steady-state term (:class:`robustode.regularisers.SteadyStateRegulariser`); the models with the
+    term hold a :class:`robustode.regularisers.SteadyState` block, and a test keeps the two in step."""
+
     name: str
     datasets: tuple[str, ...]
     build: Callable[[str], nn.Module]
     description: str
+    steady_state: bool = False
 
 
 def registry() -> dict[str, ModelSpec]:
@@ -27,11 +32,16 @@ def registry() -> dict[str, ModelSpec]:
     return dict(REGISTRY)
 
 
-def build_model(name: str, dataset: str) -> nn.Module:
+def model_spec(name: str) -> ModelSpec:
+    """The catalog's spec of ``name``; an unknown name is one error listing the known ones."""
     specs = registry()
     if name not in specs:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(specs))}")
-    spec = specs[name]
+    return specs[name]
+
+
+def build_model(name: str, dataset: str) -> nn.Module:
+    spec = model_spec(name)
     if dataset not in spec.datasets:
         raise ValueError(f"model {name!r} has no variant for dataset {dataset!r}; choose one of {', '.join(spec.datasets)}")
     return spec.build(dataset)

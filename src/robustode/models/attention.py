@@ -11,14 +11,17 @@ parameter counts (see :mod:`robustode.chapters.attention.audit` for the audit):
 * attention over the ``L`` positions at each kept time point, the per-time context vectors averaged
   (Sec. 7.2.6), dropout, decoder ``Linear(hidden -> classes)``.
 
-Two attention blocks are offered. ``"score"`` is the one that reproduces every Table IV count
+Three attention blocks are offered. ``"score"`` is the one that reproduces every Table IV count
 (hidden 128 for Classic, 32 for ODE): LayerNorm then a single scoring vector, ``3 * hidden + 1``
-parameters, shared by all time points. ``"qkv"`` is the text's Eqs. (7)-(11) taken literally:
-learnable ``W_q, W_k, W_v`` (hidden x hidden, no bias) at every time point, which the printed
-counts have no room for.
+parameters, shared by all time points. ``"conv"`` is a second layout that fits the same eight counts:
+a ``Conv1d(hidden -> 1, kernel 3, bias)`` score over neighbouring rows, also ``3 * hidden + 1``
+parameters, but position-aware (a row's score depends on its neighbours, and the zero padding marks
+the first and last rows). The counts cannot tell the two apart. ``"qkv"`` is the text's Eqs. (7)-(11)
+taken literally: learnable ``W_q, W_k, W_v`` (hidden x hidden, no bias) at every time point, which the
+printed counts have no room for.
 
-Nothing in either layout depends on a row's index: the encoder, the field and the attention treat
-every row alike, so the models see an unordered bag of rows. The counts forbid a learned position
+Nothing in the ``score`` and ``qkv`` layouts depends on a row's index: the encoder, the field and the
+attention treat every row alike, so the models see an unordered bag of rows. The counts forbid a learned position
 embedding (it would add ``L * hidden`` parameters and change the CIFAR-minus-MNIST difference);
 ``positions="sinusoidal"`` adds the fixed encoding of Vaswani et al. (2017), which costs none.
 """
@@ -39,7 +42,7 @@ DATASETS = tuple(ROW_WIDTH)
 CLASSIC_HIDDEN = 128
 ODE_HIDDEN = 32
 ATTENTION_TIMES = (0.25, 0.5, 0.75, 1.0)
-ATTENTIONS = ("score", "qkv")
+ATTENTIONS = ("score", "qkv", "conv")
 POSITIONS = ("none", "sinusoidal")
 
 
@@ -70,6 +73,25 @@ class ScoreAttention(nn.Module):
         z = self.norm(h)
         weights = torch.softmax(self.score(z).squeeze(-1).float(), dim=-1)
         return torch.einsum("bl,blh->bh", weights.to(z.dtype), z), weights
+
+
+class ConvScoreAttention(nn.Module):
+    """Attention pooling with a local score: ``a = softmax_i(conv1d(h)_i)``, ``c = sum_i a_i h_i``.
+
+    ``Conv1d(hidden -> 1, kernel 3, padding 1, bias)`` over the L positions: ``3 * hidden + 1`` parameters, as many
+    as :class:`ScoreAttention`'s LayerNorm and scoring vector, so this layout also gives every Table IV count. A
+    row's score reads the row above and below it (zeros beyond the ends), so the pooling is not permutation
+    invariant: a position-aware model with the printed counts.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.score = nn.Conv1d(hidden, 1, kernel_size=3, padding=1)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h`` (B, L, hidden) -> context (B, hidden), weights (B, L)."""
+        weights = torch.softmax(self.score(h.transpose(1, 2)).squeeze(1).float(), dim=-1)
+        return torch.einsum("bl,blh->bh", weights.to(h.dtype), h), weights
 
 
 class QKVAttention(nn.Module):
@@ -107,7 +129,7 @@ def sinusoidal_positions(length: int, hidden: int) -> torch.Tensor:
 def attention_block(kind: str, hidden: int) -> nn.Module:
     if kind not in ATTENTIONS:
         raise ValueError(f"unknown attention {kind!r}; choose one of: {', '.join(ATTENTIONS)}")
-    return ScoreAttention(hidden) if kind == "score" else QKVAttention(hidden)
+    return {"score": ScoreAttention, "qkv": QKVAttention, "conv": ConvScoreAttention}[kind](hidden)
 
 
 class ODEFunc(nn.Module):

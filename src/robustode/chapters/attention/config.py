@@ -10,8 +10,18 @@ from robustode.data.images import is_available
 from robustode.models.attention import DATASETS
 from robustode.profiles import check_choice, check_positive, experiment_config
 
+CONTROLS = {
+    "ClassicAttention-32": ("ODEAttention", "ClassicAttention"),
+    "ClassicAttention-conv": ("ClassicAttention",),
+    "ODEAttention-conv": ("ODEAttention",),
+}
+"""Controls (issue 13) and the models each is compared with: Classic Attention at ODE Attention's hidden size 32
+(parameter efficiency at equal width: beside ODE Attention, and beside Classic at its Table IV width 128); each
+model with the position-aware Conv1d score, the other layout that fits all eight Table IV counts."""
+
+
 MODELS = ("ClassicAttention", "ODEAttention", "ClassicAttention-PE", "ODEAttention-PE", "ClassicAttention-QKV",
-          "ODEAttention-QKV", "SoftmaxRegression")
+          "ODEAttention-QKV", "SoftmaxRegression", *CONTROLS)
 
 
 PAPER_NAMES = {"ODEAttention": "Neural ODE Attention", "ClassicAttention": "Classic Attention"}

@@ -22,6 +22,8 @@ from torchvision.transforms.functional import rgb_to_grayscale
 
 from robustode.budget import Deadline
 from robustode.chapters.attention.config import (
+    CONTROLS,
+    MODELS,
     PAPER_NAMES,
     TRAIN_IMAGES,
     _profile_name,
@@ -32,9 +34,9 @@ from robustode.chapters.attention.config import (
 )
 from robustode.data.images import is_available, load_tensors, subset, tensor_batches, train_val_split
 from robustode.models import count_parameters
-from robustode.models.attention import CLASSES, ROW_WIDTH, build
+from robustode.models.attention import CLASSES, ODE_HIDDEN, ROW_WIDTH, build
 from robustode.odeblock import SolverFailure
-from robustode.profiles import resolve_device
+from robustode.profiles import check_choice, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
 from robustode.timing import autocast, cpu_threads, fresh_process_first_calls, time_forward
@@ -43,15 +45,20 @@ from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, che
 
 
 def make_model(name: str, dataset: str, cfg: dict) -> nn.Module:
-    """A registered attention model with the profile's dropout and solver, or the softmax-regression yardstick."""
+    """A registered attention model with the profile's dropout and solver, or the softmax-regression yardstick
+    (``-PE``: sinusoidal positions; ``-QKV``: the text's W_q, W_k, W_v; ``-32``: hidden size 32; ``-conv``: the
+    Conv1d score)."""
     if name == "SoftmaxRegression":
         return nn.Sequential(nn.Flatten(), nn.Linear(ROW_WIDTH[dataset] ** 2, CLASSES[dataset]))
+    check_choice("attention model", name, MODELS)
     base, _, variant = name.partition("-")
     options = {"dropout": cfg["dropout"], "positions": "sinusoidal" if variant == "PE" else "none"}
+    if variant == "32":
+        options["hidden"] = ODE_HIDDEN
     if base == "ODEAttention":
         options.update(times=tuple(cfg["times"]), method=cfg["method"], rtol=cfg["tol"], atol=cfg["tol"],
                        max_num_steps=cfg["max_num_steps"])
-    return build(base, dataset, attention="qkv" if variant == "QKV" else "score", **options)
+    return build(base, dataset, attention={"QKV": "qkv", "conv": "conv"}.get(variant, "score"), **options)
 
 
 def single_channel(x: torch.Tensor) -> torch.Tensor:
@@ -304,8 +311,8 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
                 seed=seed, epochs=cfg["epochs"], stages=[], kind=f"attention/{dataset}/{name}", compute=compute,
                 status=status, probe=lambda name=name, dataset=dataset: probe(name, dataset, cfg),
                 requires=lambda dataset=dataset: missing_reason(dataset),
-                # the survey's pair (Classic, ODE) first, seed-major; then the variants
-                priority=10_000 * (name not in PAPER_NAMES) + 100 * seed + index,
+                # the survey's pair (Classic, ODE) first, seed-major; then the variants; then the controls
+                priority=10_000 * (0 if name in PAPER_NAMES else 2 if name in CONTROLS else 1) + 100 * seed + index,
             ))
     return sorted(out, key=lambda u: u.priority)
 

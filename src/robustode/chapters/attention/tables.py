@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from robustode.chapters.attention.config import METRICS, MODELS, PAPER_NAMES, missing_reason
+from robustode.chapters.attention.config import CONTROLS, METRICS, MODELS, PAPER_NAMES, missing_reason
 from robustode.data.images import IMAGE_SETS, is_available
 from robustode.models.attention import CLASSES, DATASETS
 from robustode.reference import Printed, printed, reference_values
@@ -163,6 +163,40 @@ def accuracy_rows(store: Store) -> list[dict]:
             "recall - accuracy": f"{max(abs(m['recall'] - m['accuracy']) for m in mine):.1e}",
             "best epoch (val)": ", ".join(str(m["history"]["best_epoch"]) for m in mine),
         })
+    return rows
+
+
+SCORES = {"ScoreAttention": "LayerNorm + score vector", "ConvScoreAttention": "Conv1d score, kernel 3",
+          "QKVAttention": "W_q, W_k, W_v"}
+
+
+def controls_rows(store: Store) -> list[dict]:
+    """Each attention control (issue 13) beside the models it is compared with, per data set where it has runs:
+    hidden size and score layout, parameters (of the model as built), test accuracy, macro F1 and test loss (mean ±
+    sd over seeds, with n), and the control's mean accuracy minus each compared model's. ``[]`` when no control has
+    runs."""
+    from robustode.models import build_model, count_parameters
+
+    runs = store.runs("attention-table3")
+    rows = []
+    for control, compared in CONTROLS.items():
+        for dataset in DATASETS:
+            ours = _by(runs, control, dataset)
+            if not ours:
+                continue
+            for name in (control, *compared):
+                mine = _by(runs, name, dataset)
+                model = build_model(name, dataset)
+                diff = mean_sd([m["accuracy"] for m in ours])[0] - mean_sd([m["accuracy"] for m in mine])[0]
+                rows.append({
+                    "control": control, "dataset": dataset, "model": name,
+                    "layout": f"hidden {model.hidden}, {SCORES[type(model.attention[0]).__name__]}",
+                    "parameters": f"{count_parameters(model):,}",
+                    "test accuracy": fmt_mean_sd([m["accuracy"] for m in mine], 4) if mine else why_empty(store, dataset),
+                    "macro F1": fmt_mean_sd([m["macro"]["f1"] for m in mine], 4) if mine else "—",
+                    "test loss": fmt_mean_sd([m["test_loss"] for m in mine], 4) if mine else "—",
+                    "control − model, accuracy": "" if name == control else (f"{diff:+.4f}" if mine else "—"),
+                })
     return rows
 
 

@@ -1,5 +1,6 @@
 """Chapters 2-3 configuration: the profile's robustness section for one data set, checked once; the eps and sigma
-grids Table I needs; which parameters identify a trained model and a run.
+grids Table I needs; which parameters identify a trained model and a run; the controls for the confounds (issue 13)
+and the models they control.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from fractions import Fraction
 
 from robustode.data import imgnet10
 from robustode.data.images import is_available as torchvision_available
+from robustode.models import model_spec
 from robustode.models.robust import ARCHITECTURES
+from robustode.models.robust import CONTROLS as CONTROLLED
 from robustode.profiles import check_choice, check_positive, experiment_config
 from robustode.reference import reference_values
 
@@ -18,7 +21,13 @@ DATASETS = ("MNIST", "SVHN", "ImgNet10")
 TRAINERS = ("auto", "plain", "engine")
 
 
-MODELS = (*ARCHITECTURES, *(f"{a}+denoise" for a in ARCHITECTURES))
+MAIN_MODELS = (*ARCHITECTURES, *(f"{a}+denoise" for a in ARCHITECTURES))  # the chapter's models and their defences
+
+
+CONTROLS = tuple(CONTROLLED)  # one change each against the model they control (robustode.models.robust.CONTROLS)
+
+
+MODELS = (*MAIN_MODELS, *CONTROLS)
 
 
 TABLE_MODELS = ("CNN", "ODENet", "TisODE")
@@ -44,9 +53,50 @@ def config(profile: str | dict, dataset: str = "MNIST") -> dict:
     for name in cfg["defences"]["randomise"]:
         check_choice("model in defences.randomise", name, MODELS)
     check_choice("trainer", cfg["trainer"], TRAINERS)
+    control_plan(profile)
     if not isinstance(cfg["concurrent_seeds"], bool):
         raise ValueError(f"concurrent_seeds must be true or false, got {cfg['concurrent_seeds']!r}")
     return cfg
+
+
+def control_plan(profile: str | dict) -> tuple[list[str], int]:
+    """The profile's ``robustness.controls`` (``{models: [...], seeds: k}``): the control models trained on every
+    data set of the section after its main models, and how many seeds each gets; ``([], 0)`` when absent."""
+    entry = experiment_config(profile, "robustness").get("controls")
+    if not entry:
+        return [], 0
+    unknown = set(entry) - {"models", "seeds"}
+    if unknown:
+        raise ValueError(f"unknown key(s) in robustness.controls: {', '.join(sorted(unknown))}; expected models, seeds")
+    models, seeds = list(entry.get("models") or []), entry.get("seeds")
+    for name in models:
+        check_choice("control model", name, CONTROLS)
+    if len(set(models)) != len(models):
+        raise ValueError(f"robustness.controls.models lists a model twice: {models}")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"robustness.controls.seeds must be a positive whole number, got {seeds!r}")
+    main = experiment_config(profile, "robustness").get("models", [])
+    if both := [m for m in models if m in main]:
+        raise ValueError(f"model(s) {', '.join(both)} listed both as main models and as controls")
+    return models, seeds
+
+
+def base_model(name: str) -> str:
+    """The catalog model behind a chapter model name (``TisODE+denoise`` -> ``TisODE``)."""
+    check_choice("model", name, MODELS)
+    return name.removesuffix("+denoise")
+
+
+def steady_state(name: str) -> bool:
+    """Whether ``name`` is trained with TisODE's steady-state term: a property of its catalog spec
+    (:attr:`robustode.models.ModelSpec.steady_state`), not of its name."""
+    return model_spec(base_model(name)).steady_state
+
+
+def controlled(name: str) -> str | None:
+    """The model a control controls (``ResNet10-tied`` -> ``ODENet``); ``None`` for the chapter's own models."""
+    check_choice("model", name, MODELS)
+    return CONTROLLED.get(name)
 
 
 def profile_name(profile: str | dict) -> str:
@@ -117,7 +167,7 @@ def training_params(name: str, cfg: dict) -> dict:
     """The settings that determine a trained model; its checkpoint and model file are keyed by their hash, so a
     change to the *evaluation* settings re-evaluates the stored model instead of retraining it."""
     params = {"model": name, **{k: cfg[k] for k in TRAINING_KEYS if k in cfg}}
-    if name.startswith("TisODE"):
+    if steady_state(name):
         params.update(steady_weight=cfg["steady_weight"], steady_start_epoch=cfg["steady_start_epoch"])
     if name.endswith("+denoise"):
         params["denoiser"] = cfg["defences"]["denoiser"]

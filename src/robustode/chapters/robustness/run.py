@@ -1,9 +1,11 @@
 """Chapters 2-3 runs: Yan et al.'s training recipe, the evaluation stages (noise, faithful and strong attacks,
-AutoAttack, sanity checks, input randomisation) and the run plan's units (one per data set x model x seed).
+AutoAttack, sanity checks, input randomisation) and the run plan's units (one per data set x model x seed; the
+profile's controls after the main models, with their own seed count).
 
 One run = one model trained with Yan et al.'s protocol (Gaussian-noise augmentation, Adam, weight decay,
-MultiStepLR; the steady-state term for TisODE), saved as a model file, then evaluated stage by stage;
-its results file is ``results/<profile>/robustness-<dataset>/<model>-seed<k>.json``.
+MultiStepLR; the steady-state term for the models whose catalog spec asks for it: TisODE and two controls), saved as
+a model file, then evaluated stage by stage; its results file is
+``results/<profile>/robustness-<dataset>/<model>-seed<k>.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from robustode.chapters.robustness.config import (
     MODELS,
     TABLE_MODELS,
     available,
+    base_model,
     config,
+    control_plan,
+    controlled,
     eps_grid,
     eps_value,
     experiment_name,
@@ -37,6 +42,7 @@ from robustode.chapters.robustness.config import (
     profile_name,
     run_params,
     sigma_grid,
+    steady_state,
     table_one_rows,
     training_params,
 )
@@ -55,8 +61,9 @@ from robustode.evaluation import (
     sanity_checks,
 )
 from robustode.models import count_parameters
-from robustode.models.robust import ODENET_STEP, TISODE_STEP, RobustNet, build
+from robustode.models.robust import RobustNet, build
 from robustode.noise import NoiseAugmentation
+from robustode.odeblock import nfe_counts
 from robustode.profiles import check_choice, experiment_config, resolve_device
 from robustode.reference import reference_values
 from robustode.regularisers import SteadyStateRegulariser
@@ -89,10 +96,9 @@ def load_data(cfg: dict, device: torch.device, imagenet_root: str | None = None)
 
 
 def make_model(name: str, cfg: dict) -> RobustNet:
-    """``CNN`` / ``ODENet`` / ``TisODE``, optionally ``+denoise``, at the profile's width."""
-    check_choice("model", name, MODELS)
-    arch, _, extra = name.partition("+")
-    denoise = FeatureDenoising(cfg["width"], cfg["defences"]["denoiser"]) if extra == "denoise" else None
+    """``CNN`` / ``ODENet`` / ``TisODE`` (optionally ``+denoise``) or a control, at the profile's width."""
+    arch = base_model(name)
+    denoise = FeatureDenoising(cfg["width"], cfg["defences"]["denoiser"]) if name.endswith("+denoise") else None
     return build(arch, cfg["dataset"], denoise=denoise, width=cfg["width"])
 
 
@@ -108,7 +114,7 @@ def train_spec(name: str, cfg: dict, seed: int, val: tuple[torch.Tensor, torch.T
                 "noisy_accuracy": accuracy(model, noisy, y_val, cfg["eval_batch"])}
 
     regulariser = None
-    if name.startswith("TisODE"):
+    if steady_state(name):
         regulariser = SteadyStateRegulariser(cfg["steady_weight"], cfg["steady_start_epoch"])
     return TrainSpec(
         epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], milestones=tuple(cfg["milestones"]),
@@ -117,11 +123,20 @@ def train_spec(name: str, cfg: dict, seed: int, val: tuple[torch.Tensor, torch.T
     )
 
 
-def with_step(model: RobustNet, step: float) -> RobustNet:
-    """A copy of an ODE model whose Euler step is ``step`` (same weights)."""
+def with_solver(model: RobustNet, solver: float | str) -> RobustNet:
+    """A copy of an ODE model solved with Euler at step ``solver`` (a number) or with the adaptive method
+    ``solver`` (a name) at its own tolerances; same weights."""
     other = copy.deepcopy(model)
-    other.set_step_size(step)
+    other.set_solver(solver)
     return other
+
+
+def transfer_solvers(deployed: float | str, euler_steps: list[float]) -> list[float | str]:
+    """The solvers of the solver-transfer check: the Euler steps (with the deployed one, when it is a step) in
+    increasing order, then the deployed adaptive method (when it is one)."""
+    if isinstance(deployed, str):
+        return [*sorted(set(euler_steps)), deployed]
+    return sorted({*euler_steps, deployed})
 
 
 def randomised(model: RobustNet, extra: int) -> RobustNet:
@@ -189,14 +204,18 @@ def _strong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: str, cfg: d
 
 
 def _solver_transfer(model: RobustNet, xa: torch.Tensor, ya: torch.Tensor, cfg: dict) -> dict:
-    """accuracy[craft step][judge step] of Yan et al.'s PGD crafted through one Euler step size, judged with another."""
+    """accuracy[craft solver][judge solver] of Yan et al.'s PGD crafted through one solver, judged with another.
+
+    A solver is an Euler step (``"0.1"``) or, for a model deployed with an adaptive method, that method
+    (``"dopri5"``): such a model is attacked through the adaptive solver and through every Euler step of
+    ``sanity.solver_steps``, and each attack is judged by all of them (Huang et al. 2021; Carrara et al.)."""
     san = cfg["sanity"]
-    deployed = model.ode_blocks()[0].step_size
-    steps = sorted({*san["solver_steps"], deployed})
+    deployed = model.deployed_solver()
+    steps = transfer_solvers(deployed, san["solver_steps"])
     eps = eps_value(cfg["solver_eps"])
     n = min(san["images"], len(xa))
     x, y = xa[:n], ya[:n]
-    judges = {s: with_step(model, s) for s in steps}
+    judges = {s: with_solver(model, s) for s in steps}
     table = {}
     for craft in steps:
         robust = {j: [] for j in steps}
@@ -319,9 +338,12 @@ def evaluate_randomised(model: RobustNet, data: dict, cfg: dict, seed: int) -> d
     return out
 
 
-def trainer_for(cfg: dict, device: torch.device) -> str:
-    """``plain`` (torchdiffeq loop), ``engine (CUDA graphs)`` or ``engine (eager)`` for ``cfg['trainer']``."""
-    if cfg["trainer"] == "plain" or (cfg["trainer"] == "auto" and device.type != "cuda"):
+def trainer_for(cfg: dict, device: torch.device, model: RobustNet | None = None) -> str:
+    """``plain`` (torchdiffeq loop), ``engine (CUDA graphs)`` or ``engine (eager)`` for ``cfg['trainer']``. A model
+    with an adaptive solver always trains with the plain loop: the engine needs fixed steps (an adaptive solve
+    reads its error estimate on the host at every step, which a CUDA graph cannot capture)."""
+    adaptive = model is not None and isinstance(model.deployed_solver(), str)
+    if cfg["trainer"] == "plain" or adaptive or (cfg["trainer"] == "auto" and device.type != "cuda"):
         return "plain"
     return "engine (CUDA graphs)" if device.type == "cuda" else "engine (eager)"
 
@@ -343,7 +365,7 @@ def trained_model(name: str, seed: int, cfg: dict, store: Store, device: torch.d
         return model.to(device).eval(), {"history": saved["history"], "trainer": saved["trainer"]}
     tensors = data()
     spec, desc = train_spec(name, cfg, seed, tensors["val"]), f"{name} seed {seed}"
-    trainer = trainer_for(cfg, device)
+    trainer = trainer_for(cfg, device, model)
     checkpoint = store.checkpoint(experiment, run, params) if cfg["checkpoint"] else None
     budget = {"deadline": deadline, "epoch_estimate": epoch_estimate}
     if trainer == "plain":
@@ -435,16 +457,18 @@ def cached_data(ctx, cfg: dict, imagenet_root: str | None = None) -> dict:
 
 def prior_robustness(name: str, dataset: str, eps: str) -> float:
     """What fraction of images a strong attack at ``eps`` leaves robust, before anything is measured: the printed
-    Table I PGD accuracy of the model (TisODE's for its variants), else one half. Only sizes cost estimates."""
+    Table I PGD accuracy of the model (TisODE's for its variants, the controlled model's for a control), else one
+    half. Only sizes cost estimates."""
     printed = reference_values()["table_1_robustness"].get(dataset, {}).get(f"pgd_{eps}", {})
-    return printed.get(name.split("+")[0], (50.0, 0))[0] / 100
+    return printed.get(controlled(name) or base_model(name), (50.0, 0))[0] / 100
 
 
-def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float) -> dict[str, float]:
+def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float, nfe: float | None = None) -> dict[str, float]:
     """Estimated seconds for each evaluation stage from the per-image cost of an input gradient and of a forward
     pass. Noise, faithful and sanity stages count every step on every image (upper bounds); the strong attacks
     skip broken images, so their steps are counted on the robust fraction (:func:`prior_robustness`) plus a
-    fifth of the steps on the rest (the images a restart breaks on its way)."""
+    fifth of the steps on the rest (the images a restart breaks on its way). ``nfe``: field evaluations of one
+    forward pass of an adaptive model (what an Euler pass at step s, 1 / s evaluations, is compared with)."""
     attack, n_test = cfg["attack_images"], 10_000
     noise_n = cfg["noise_images"] or n_test
     strong, aa = cfg["strong"], cfg["autoattack"]
@@ -469,10 +493,16 @@ def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float) -> dict[s
         costs[f"strong {eps}"] = grads * grad_s + forwards * forward_s
     n_sanity = min(cfg["sanity"]["images"], attack)
     ratios = 0.0
-    if name != "CNN":
-        deployed = TISODE_STEP if name.startswith("TisODE") else ODENET_STEP
-        steps = sorted({*cfg["sanity"]["solver_steps"], deployed})
-        ratios = sum(deployed / s for s in steps) * (9 * grad_s + 10 * forward_s * len(steps))
+    deployed = make_model(name, cfg).deployed_solver()
+    if deployed is not None:
+        steps = transfer_solvers(deployed, cfg["sanity"]["solver_steps"])
+
+        def relative(s: float | str) -> float:  # one pass through solver s, in passes through the deployed one
+            if isinstance(deployed, str):
+                return 1.0 if isinstance(s, str) else 1 / (s * max(1.0, nfe or 1.0))
+            return deployed / s
+
+        ratios = sum(relative(s) for s in steps) * (9 * grad_s + 10 * forward_s * len(steps))
     costs["sanity"] = n_sanity * (20 * grad_s + ratios)
     if name in cfg["defences"]["randomise"]:
         d = cfg["defences"]
@@ -484,8 +514,8 @@ def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float) -> dict[s
 
 def probe(name: str, cfg: dict) -> dict:
     """Measured here, on random images of the data set's shape: seconds per training epoch (steps of
-    ``batch_size`` over the training images, with the steady-state term for TisODE, plus validation) and
-    upper bounds for the evaluation stages (:func:`stage_costs`)."""
+    ``batch_size`` over the training images, with the steady-state term where the model's spec asks for it, plus
+    validation) and upper bounds for the evaluation stages (:func:`stage_costs`)."""
     channels = 1 if cfg["dataset"] == "MNIST" else 3
     side = cfg["image_size"] or {"MNIST": 28, "SVHN": 32, "ImgNet10": cfg.get("size") or 64}[cfg["dataset"]]
     n_train = (cfg["train_size"] or {"MNIST": 60_000, "SVHN": 73_257, "ImgNet10": 13_000}[cfg["dataset"]] - cfg["val_size"])
@@ -494,7 +524,7 @@ def probe(name: str, cfg: dict) -> dict:
     x = torch.rand(cfg["batch_size"], channels, side, side)
     y = torch.randint(0, 10, (cfg["batch_size"],))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    regulariser = SteadyStateRegulariser(cfg["steady_weight"], 0) if name.startswith("TisODE") else None
+    regulariser = SteadyStateRegulariser(cfg["steady_weight"], 0) if steady_state(name) else None
 
     def step() -> None:
         model.train()
@@ -512,61 +542,77 @@ def probe(name: str, cfg: dict) -> dict:
     grad_s = time_steps(lambda: torch.autograd.grad(model(xb).sum(), xb)) / 100
     with torch.no_grad():
         forward_s = time_steps(lambda: model(xb)) / 100
+    nfe = nfe_counts(model)[0]
     epoch_s = math.ceil(n_train / cfg["batch_size"]) * step_s + 2 * cfg["val_size"] * forward_s
-    return {"epoch_s": epoch_s, "step_s": step_s, "grad_s": grad_s, "forward_s": forward_s,
-            "stages_s": stage_costs(name, cfg, grad_s, forward_s)}
+    return {"epoch_s": epoch_s, "step_s": step_s, "grad_s": grad_s, "forward_s": forward_s, "nfe_forward": nfe,
+            "stages_s": stage_costs(name, cfg, grad_s, forward_s, nfe)}
+
+
+CONTROL_PRIORITY = 500  # a data set's controls: after its main units (10 x seed + model index), before the next one's
 
 
 def units(profile: str | dict, device: torch.device | None = None, imagenet_root: str | None = None,
           models: tuple[str, ...] | list[str] | None = None) -> list:
-    """The run plan's units of chapters 2-3: one per data set x model x seed (``models`` of the profile's
-    robustness section), seed-major so that a complete first seed of every model comes first."""
+    """The run plan's units of chapters 2-3: one per data set x model x seed, seed-major so that a complete first
+    seed of every model comes first. The main models (the section's ``models``) get ``seeds`` seeds; then, on the
+    same data set, the section's ``controls.models`` get ``controls.seeds`` (priorities after every main unit of
+    the data set, so the runner finishes the main tables first). ``models`` restricts the units to those names
+    (a name listed under ``controls`` keeps the control seeds). A control's run parameters are those of a main
+    run of the same model: only the (execution-only) seed count differs."""
 
     section = experiment_config(profile, "robustness")
-    models = list(models or section.get("models", CHAPTER_MODELS))
+    control_models, control_seeds = control_plan(profile)
+    requested = list(models) if models else [*section.get("models", CHAPTER_MODELS), *control_models]
+    for name in requested:
+        check_choice("model", name, MODELS)
+    main = [m for m in requested if m not in control_models]
+    extra = [m for m in requested if m in control_models]
     imagenet_root = imagenet_root or os.environ.get("ROBUSTODE_IMAGENET")
     out = []
     for d_index, dataset in enumerate(d for d in DATASETS if d in section["datasets"]):
-        cfg = config(profile, dataset)
-        for name in models:
-            check_choice("model", name, MODELS)
-        for seed in range(cfg["seeds"]):
-            for m_index, name in enumerate(models):
-                experiment, run = experiment_name(dataset), f"{name}-seed{seed}"
-                params, tparams, stages = run_params(name, cfg), training_params(name, cfg), evaluation_stages(name, cfg)
+        main_cfg = config(profile, dataset)
+        control_cfg = {**main_cfg, "seeds": control_seeds}
+        planned = [(seed, name, main_cfg, 1000 * d_index + 10 * seed + m_index)
+                   for seed in range(main_cfg["seeds"]) for m_index, name in enumerate(main)]
+        planned += [(seed, name, control_cfg, 1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
+                    for seed in range(control_seeds) for c_index, name in enumerate(extra)]
+        for seed, name, cfg, priority in planned:
+            experiment, run = experiment_name(dataset), f"{name}-seed{seed}"
+            params, tparams, stages = run_params(name, cfg), training_params(name, cfg), evaluation_stages(name, cfg)
 
-                def status(store: Store, experiment=experiment, run=run, params=params, tparams=tparams, stages=stages,
-                           cfg=cfg) -> Progress:
-                    if store.run(experiment, run, params) is not None:
-                        return Progress(DONE, "results file written")
-                    if store.model_file(experiment, run, tparams).exists():
-                        left = [s for s in stages if s not in store.load_partial(experiment, run, params)]
-                        return Progress(PARTIAL, f"trained; evaluation stage {len(stages) - len(left) + 1} of "
-                                                 f"{len(stages)} ({left[0]})" if left else "evaluated", 0, left)
-                    for suffix in (".pt", ".engine.pt"):
-                        epoch = checkpoint_epoch(store.checkpoint(experiment, run, tparams, suffix))
-                        if epoch is not None:
-                            return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, stages)
-                    return Progress(PENDING, "", cfg["epochs"], stages)
+            def status(store: Store, experiment=experiment, run=run, params=params, tparams=tparams, stages=stages,
+                       cfg=cfg) -> Progress:
+                if store.run(experiment, run, params) is not None:
+                    return Progress(DONE, "results file written")
+                if store.model_file(experiment, run, tparams).exists():
+                    left = [s for s in stages if s not in store.load_partial(experiment, run, params)]
+                    return Progress(PARTIAL, f"trained; evaluation stage {len(stages) - len(left) + 1} of "
+                                             f"{len(stages)} ({left[0]})" if left else "evaluated", 0, left)
+                for suffix in (".pt", ".engine.pt"):
+                    epoch = checkpoint_epoch(store.checkpoint(experiment, run, tparams, suffix))
+                    if epoch is not None:
+                        return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, stages)
+                return Progress(PENDING, "", cfg["epochs"], stages)
 
-                def compute(ctx, name=name, seed=seed, cfg=cfg) -> dict:
-                    data = lambda: cached_data(ctx, cfg, imagenet_root)  # noqa: E731
-                    if cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, ctx.device) != "plain":
-                        # at a model's first seed to train: every seed without a model file, at once (engine)
-                        pending = [s for s in range(cfg["seeds"]) if ctx.store.load_model(
-                            experiment_name(cfg["dataset"]), f"{name}-seed{s}", training_params(name, cfg)) is None]
-                        if len(pending) > 1 and seed in pending:
-                            train_seeds_together(name, pending, cfg, ctx.store, data(), ctx.device, ctx.progress)
-                    return compute_run(name, seed, cfg, ctx.store, ctx.device, data, ctx.progress, ctx.deadline,
-                                       ctx.epoch_estimate, ctx.stage_estimate, ctx.on_epoch)
+            def compute(ctx, name=name, seed=seed, cfg=cfg) -> dict:
+                data = lambda: cached_data(ctx, cfg, imagenet_root)  # noqa: E731
+                if cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, ctx.device,
+                                                                               make_model(name, cfg)) != "plain":
+                    # at a model's first seed to train: every seed without a model file, at once (engine)
+                    pending = [s for s in range(cfg["seeds"]) if ctx.store.load_model(
+                        experiment_name(cfg["dataset"]), f"{name}-seed{s}", training_params(name, cfg)) is None]
+                    if len(pending) > 1 and seed in pending:
+                        train_seeds_together(name, pending, cfg, ctx.store, data(), ctx.device, ctx.progress)
+                return compute_run(name, seed, cfg, ctx.store, ctx.device, data, ctx.progress, ctx.deadline,
+                                   ctx.epoch_estimate, ctx.stage_estimate, ctx.on_epoch)
 
-                out.append(Unit(
-                    id=f"robustness/{dataset}/{name}/seed{seed}", experiment=experiment, run=run, params=params, seed=seed,
-                    epochs=cfg["epochs"], stages=stages, kind=f"robustness/{dataset}/{name}", compute=compute,
-                    status=status, probe=lambda name=name, cfg=cfg: probe(name, cfg),
-                    requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
-                    priority=1000 * d_index + 10 * seed + m_index,
-                ))
+            out.append(Unit(
+                id=f"robustness/{dataset}/{name}/seed{seed}", experiment=experiment, run=run, params=params, seed=seed,
+                epochs=cfg["epochs"], stages=stages, kind=f"robustness/{dataset}/{name}", compute=compute,
+                status=status, probe=lambda name=name, cfg=cfg: probe(name, cfg),
+                requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
+                priority=priority,
+            ))
     return out
 
 

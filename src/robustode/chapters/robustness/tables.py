@@ -10,8 +10,11 @@ from __future__ import annotations
 import torch
 
 from robustode.chapters.robustness.config import (
+    CONTROLS,
+    MAIN_MODELS,
     MODELS,
     TABLE_MODELS,
+    controlled,
     eps_value,
     experiment_name,
     missing_reason,
@@ -27,7 +30,7 @@ from robustode.verdict import Reproduced, row
 
 
 def _runs(store: Store, dataset: str) -> list[dict]:
-    """Stored runs in model order (CNN, ODENet, TisODE, then the +denoise variants), then by seed."""
+    """Stored runs in model order (CNN, ODENet, TisODE, then the +denoise variants, then the controls), then by seed."""
     runs = store.runs(experiment_name(dataset))
     order = {name: i for i, name in enumerate(MODELS)}
     return sorted(runs, key=lambda r: (order.get(r["params"]["model"], len(order)), r["seed"]))
@@ -128,7 +131,7 @@ def checks_of(run: dict) -> list[dict]:
     return sanity_checks(run["metrics"], run["params"]["sanity"]["tolerance"])
 
 
-def sanity_table(store: Store, dataset: str, models: tuple[str, ...] = MODELS) -> list[dict]:
+def sanity_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
     """Every check of every run; a failed one in red (:func:`robustode.tables.flag`)."""
     rows = []
     for r in _runs(store, dataset):
@@ -145,8 +148,9 @@ def failed_checks(store: Store, dataset: str) -> list[str]:
             for r in _runs(store, dataset) for c in checks_of(r) if not c["ok"]]
 
 
-def solver_transfer_table(store: Store, dataset: str, models: tuple[str, ...] = MODELS) -> list[dict]:
-    """Accuracy (%) of faithful PGD crafted through one Euler step size (rows) and judged with another (seed 0)."""
+def solver_transfer_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
+    """Accuracy (%) of faithful PGD crafted through one solver (rows: an Euler step, or a model's deployed adaptive
+    method) and judged with another (seed 0)."""
     rows = []
     for r in _runs(store, dataset):
         st = r["metrics"].get("sanity", {}).get("solver_transfer")
@@ -182,7 +186,7 @@ def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
     """Sec. 5.3: each model alone, with feature denoising, with input randomisation (%, mean ± sd over seeds)."""
     runs = _runs(store, dataset)
     rows = []
-    for name in MODELS:
+    for name in MAIN_MODELS:
         mine = _by_model(runs, name)
         if not mine:
             continue
@@ -221,7 +225,7 @@ def curves(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -
     return out
 
 
-def run_summary(store: Store, dataset: str, models: tuple[str, ...] = MODELS) -> list[dict]:
+def run_summary(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
     """Per run: parameters, epochs, selected epoch, validation and clean test accuracy, training time."""
     rows = []
     for r in _runs(store, dataset):
@@ -252,10 +256,10 @@ def trained_with(store: Store, dataset: str) -> str:
             f"{' / '.join(trainers)} loop on {'; '.join(devices)}.")
 
 
-def steadiness_table(store: Store, dataset: str) -> list[dict]:
+def steadiness_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
     """Mean |f(z(t))| at t = 0, T = 1 and 2T (seed 0): a steady state would bring it near 0 after T."""
     rows = []
-    for name, prof in field_profiles(store, dataset).items():
+    for name, prof in field_profiles(store, dataset, models).items():
         t = torch.tensor(prof["t"])
         f0, f1, f2 = (prof["mean_abs_f"][int((t - when).abs().argmin())] for when in (0.0, 1.0, 2.0))
         rows.append({"model": name, "mean ∣f∣ at t = 0": f"{f0:.3f}", "at T = 1": f"{f1:.3f}", "at 2T = 2": f"{f2:.3f}",
@@ -263,7 +267,45 @@ def steadiness_table(store: Store, dataset: str) -> list[dict]:
     return rows
 
 
-def field_profiles(store: Store, dataset: str) -> dict[str, dict]:
-    """Seed-0 profile of mean |f(z(t))| for every ODE model that has one."""
+def field_profiles(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> dict[str, dict]:
+    """Seed-0 profile of mean |f(z(t))| for every ODE model of ``models`` that has one."""
     return {r["params"]["model"]: r["metrics"]["field_profile"] for r in _runs(store, dataset)
-            if r["seed"] == 0 and "field_profile" in r["metrics"]}
+            if r["seed"] == 0 and "field_profile" in r["metrics"] and r["params"]["model"] in models}
+
+
+def _control_cells(mine: list[dict], dataset: str) -> dict[str, str]:
+    """Clean accuracy, Table I's perturbations (faithful) and strong PGD at Table I's PGD eps: mean ± sd (n), %."""
+    cells = {"clean": fmt_mean_sd([100 * m["clean"] for m in mine])}
+    for _, kind, value in table_one_rows(dataset):
+        label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
+        cells[label] = fmt_mean_sd([table_value(m, kind, value) for m in mine])
+    for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+        cells[f"strong PGD-{eps}"] = fmt_mean_sd([100 * m["strong"][eps]["accuracy"] for m in mine])
+    return cells
+
+
+def controls_table(store: Store, dataset: str) -> list[dict]:
+    """Each control (issue 13) beside the model it controls: clean accuracy, Table I's perturbations with Yan et
+    al.'s faithful attacks (MNIST: σ = 100, FGSM-0.3 / 0.5, PGD-0.2 / 0.3) and strong PGD at Table I's PGD
+    epsilons, % as mean ± sd over seeds with n, the parameter count, what the control changes and how many of its
+    runs' sanity checks failed. Grouped by the controlled model, which comes first ("not run" where it has no runs
+    yet); ``[]`` when no control has runs."""
+    from robustode.models import model_spec
+
+    runs = _runs(store, dataset)
+    present = [c for c in CONTROLS if _by_model(runs, c)]
+    rows = []
+    for reference in dict.fromkeys(controlled(c) for c in present):
+        for name in (reference, *(c for c in present if controlled(c) == reference)):
+            mine = _by_model(runs, name)
+            mine_runs = [r for r in runs if r["params"]["model"] == name]
+            failed = sum(not c["ok"] for r in mine_runs for c in checks_of(r))
+            rows.append({
+                "model": name, "controls": "" if name == reference else reference,
+                "what differs": "" if name == reference else model_spec(name).description.removeprefix("control: "),
+                "parameters": f"{mine[0]['parameters']:,}" if mine else "—",
+                "seeds": ", ".join(str(r["seed"]) for r in mine_runs) or why_empty(store, dataset),
+                **_control_cells(mine, dataset),
+                "failed sanity checks": str(failed) if mine else "—",
+            })
+    return rows
