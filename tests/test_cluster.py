@@ -222,8 +222,16 @@ def test_slurm_gets_one_requeueable_job_array_with_the_asked_resources(stubbed, 
     # submitted again while they run: nothing new is submitted
     again = cluster.fan_out("stubbed", options, store=store, progress=False, log=quiet([]), wait=False)
     assert not again.submitted and [u for u, _ in again.skipped] == ["stub/a", "stub/b", "stub/c"]
-    assert again.skipped[0][1] == "already submitted as job 4242_0 (running)"
+    assert again.skipped[0][1].startswith("already submitted as job 4242_0 (running); if it is gone, delete ")
     assert len(list(spool.iterdir())) == 1
+
+
+@pytest.mark.parametrize("state, active", [("running", True), ("pending", True), ("unknown", True),
+                                           ("submitted (scheduler not reachable)", True), ("requeued", True),
+                                           ("completed", False), ("cancelled by 1234", False), ("timeout", False),
+                                           ("failed", False), ("ended without a result", False), ("done", False)])
+def test_only_a_job_known_to_have_ended_lets_its_unit_be_submitted_again(state, active):
+    assert cluster.still_active(state) is active
 
 
 @needs_submitit

@@ -51,6 +51,9 @@ import torch
 EXECUTORS = ("slurm", "local", "debug")
 DONE, FAILED, LOCKED, CANCELLED = "done", "failed", "locked", "cancelled"
 FINAL = (DONE, FAILED, LOCKED, CANCELLED)
+# states after which a unit's job no longer runs (ours, SLURM's in lower case, a local job's without a result); any
+# other state, "unknown" included, may still be running, so the unit is not submitted again
+ENDED = {*FINAL, "completed", "timeout", "node_fail", "out_of_memory", "boot_fail", "deadline", "preempted", "ended"}
 FOREVER_MIN = 30 * 24 * 60  # a local job without --time-per-job: no limit (submitit's default is 2 minutes)
 CHAPTERS = {"topology": "1 topology", "robustness": "2-3 robustness, TisODE", "attention": "4 attention",
             "anode": "5 ANODE"}
@@ -363,6 +366,12 @@ def live_state(record: dict) -> str:
     return state
 
 
+def still_active(state: str) -> bool:
+    """Whether a job in ``state`` (:func:`live_state`) may still run its unit."""
+    words = state.lower().split()
+    return not words or words[0].rstrip(",") not in ENDED
+
+
 def with_jobs(rows: list[dict], store: Any) -> list[dict]:
     """``rows`` of :func:`robustode.plan.plan_rows` with each submitted unit's job id and state (unchanged when
     no unit was ever submitted)."""
@@ -500,9 +509,9 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
             out.skipped.append((unit.id, f"blocked: {why}"))
         elif unit.status(store).state == plan.DONE:
             continue
-        elif (record := records.get(unit.id)) and live_state(record) in ("running", "pending", "submitted", "requeued",
-                                                                          "configuring", "completing"):
-            out.skipped.append((unit.id, f"already submitted as job {record.get('job_id')} ({live_state(record)})"))
+        elif (record := records.get(unit.id)) and still_active(state := live_state(record)):
+            out.skipped.append((unit.id, f"already submitted as job {record.get('job_id')} ({state}); if it is gone, "
+                                         f"delete {record_path(store, unit.id)}"))
         else:
             todo.append(unit)
     slots = parallel_slots(options, len(todo)) if todo else [()]
