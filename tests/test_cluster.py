@@ -246,6 +246,10 @@ def test_an_invalid_slurm_option_fails_before_anything_is_submitted(stubbed, tmp
     with pytest.raises(ValueError, match="--slurm-option: Unavailable parameter"):
         cluster.fan_out("stubbed", cluster.Options("slurm", slurm_options=(("acount", "x"),)), store=store,
                         progress=False, log=quiet([]))
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    with pytest.raises(ValueError, match="sbatch refused the job array, nothing was submitted: .*invalid partition"):
+        cluster.fan_out("stubbed", cluster.Options("slurm", partition="nope"), store=store, progress=False,
+                        log=quiet([]))
     assert not cluster.read_records(store)
 
 

@@ -495,8 +495,8 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
     if not wait and options.executor != "slurm":
         raise ValueError("--no-wait needs --executor slurm (local and debug jobs live in this process)")
     submitit = load_submitit(options.executor, scheduler=not dry_run)
-    if options.executor == "local" and device == "cuda" and not options.gpus:
-        raise ValueError("--device cuda with --executor local needs --gpus-per-job of 1 or more")
+    if options.executor in ("local", "slurm") and device == "cuda" and not options.gpus:
+        raise ValueError(f"--device cuda with --executor {options.executor} needs --gpus-per-job of 1 or more")
     listing = torch.device("cpu") if options.executor == "slurm" else resolve_device(device)
     store = store or Store(plan.profile_name(profile))
     log = log or _printer("[cluster]", sys.stderr)
@@ -546,8 +546,13 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
     queue, active, free = list(todo), {}, list(range(len(slots)))  # active: unit id -> (unit, job, slot)
     if options.executor == "slurm":  # one array: the scheduler runs at most len(slots) at once
         executor.update_parameters(array_parallelism=len(slots))
-        with executor.batch():
-            jobs = [executor.submit(job_for(unit)) for unit in queue]
+        try:
+            with executor.batch():
+                jobs = [executor.submit(job_for(unit)) for unit in queue]
+        except Exception as err:  # sbatch refused it (a partition or account that does not exist, ...)
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            said = [line for line in lines if "error" in line.lower()] or lines
+            raise ValueError(f"sbatch refused the job array, nothing was submitted: {said[-1] if said else err!r}") from None
         for unit, job in zip(queue, jobs, strict=True):
             recorded(unit, job, ())
             active[unit.id] = (unit, job, None)
