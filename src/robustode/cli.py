@@ -107,6 +107,9 @@ def _plan(args: argparse.Namespace) -> int:
     if args.measure:
         plan.measure(store, chosen, resolve_device(args.device), force=True)
     rows = plan.plan_rows(args.profile, args.only, store)
+    from robustode.cluster import with_jobs
+
+    rows = with_jobs(rows, store)  # job id and state of each unit submitted with run --executor (if any)
     if args.format == "json":
         import json
 
@@ -122,9 +125,13 @@ def _run(args: argparse.Namespace) -> int:
     from robustode import plan
     from robustode.budget import parse_duration
 
-    budget = parse_duration(args.budget) if args.budget else None
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    from robustode import cluster
+
+    if cluster.wanted(args):  # one job per pending unit through submitit
+        return cluster.run_command(args)
+    budget = parse_duration(args.budget) if args.budget else None
     plan.select(plan.units(args.profile), args.only)  # a bad pattern fails before any work
     outcome = plan.advance(args.profile, budget, args.only, args.device, progress=not args.quiet, threads=args.threads)
     status = plan.exit_status(outcome)
@@ -153,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--device", choices=DEVICES, default="auto")
     rn.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
     rn.add_argument("--quiet", action="store_true", help="no per-epoch progress bars (the [run] lines stay)")
+    from robustode.cluster import add_arguments
+
+    add_arguments(rn)
     rn.set_defaults(func=_run)
 
     rep = sub.add_parser("reproduce", help="run the notebooks through papermill for a profile")

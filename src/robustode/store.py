@@ -10,7 +10,9 @@ Under ``results/<profile>/``:
 * ``partial/<experiment>/<run>-<key>.json`` — the evaluation stages a run has finished so far, so a long
   evaluation stopped by a budget resumes at the next stage;
 * ``locks/<experiment>/<run>.lock`` — held by the process computing that run (two runners never compute one
-  run twice; a lock whose process is gone is taken over).
+  run twice). The file names the process, its host and, for a scheduler job, the job (``Store(owner=...)``);
+  a lock whose process is gone from this host is taken over, and so is one left by the same job before it
+  was requeued (on the same host or another); a lock held from another host by another job is respected.
 
 ``<key>`` is :func:`robustode.results.config_key` of the parameters that determine the file's content
 (training parameters for checkpoints and models, all parameters for partial evaluations), so a changed
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,11 +48,15 @@ class RunLocked(RuntimeError):
 
 
 class Store:
-    """A profile's results folder (``results/<profile>`` unless ``root`` is given)."""
+    """A profile's results folder (``results/<profile>`` unless ``root`` is given). ``owner`` names a scheduler
+    job ("slurm:1234_5") whose process holds the locks: the same job requeued takes its own stale locks over."""
 
-    def __init__(self, profile: str, root: Path | str | None = None):
+    def __init__(self, profile: str, root: Path | str | None = None, owner: str = ""):
         self.profile = profile
         self.root = Path(root) if root is not None else results_dir(profile)
+        if any(c.isspace() for c in owner):
+            raise ValueError(f"a lock owner is one word, got {owner!r}")
+        self.owner = owner
 
     def __repr__(self) -> str:
         return f"Store({self.profile!r}, {str(self.root)!r})"
@@ -124,13 +131,17 @@ class Store:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                holder = _pid_in(path)
-                if holder is not None and _alive(holder):
-                    raise RunLocked(f"{experiment}/{run} is being computed by process {holder}") from None
-                path.unlink(missing_ok=True)  # its process is gone: take it over
+                holder = _holder_in(path)
+                if holder is not None and _holds(holder, self.owner):
+                    pid, host, owner = holder
+                    where = "" if host == socket.gethostname() else f" on {host}"
+                    job = f" (job {owner})" if owner else ""
+                    hint = f"; if it is gone, delete {path}" if where else ""
+                    raise RunLocked(f"{experiment}/{run} is being computed by process {pid}{where}{job}{hint}") from None
+                path.unlink(missing_ok=True)  # its process is gone, or it is this job's own before a requeue
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+                handle.write(" ".join(filter(None, (str(os.getpid()), socket.gethostname(), self.owner))))
             break
         else:  # pragma: no cover - a third process raced us twice
             raise RunLocked(f"{experiment}/{run} is being computed by another process")
@@ -140,11 +151,24 @@ class Store:
             path.unlink(missing_ok=True)
 
 
-def _pid_in(path: Path) -> int | None:
+def _holder_in(path: Path) -> tuple[int, str, str] | None:
+    """(pid, host, owner) from a lock file; a bare pid (the older format) is a process on this host."""
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        words = path.read_text().split()
+        return int(words[0]), words[1] if len(words) > 1 else socket.gethostname(), words[2] if len(words) > 2 else ""
+    except (OSError, ValueError, IndexError):
         return None
+
+
+def _holds(holder: tuple[int, str, str], owner: str) -> bool:
+    """Whether the lock's holder may still be computing: not when it is this same job (requeued) or a process
+    gone from this host; a process on another host cannot be checked from here, so it holds."""
+    pid, host, held_by = holder
+    if owner and held_by == owner:
+        return False
+    if host == socket.gethostname():
+        return _alive(pid)
+    return True
 
 
 def _alive(pid: int) -> bool:
