@@ -16,7 +16,7 @@ def test_a_value_far_below_is_reported_lower():
 
 
 def test_quick_profile_verdicts_are_labelled_indicative():
-    assert verdict(75.7, 1.4, 75.7, 0.1, 3, "quick").endswith("(quick profile, indicative)")
+    assert verdict(75.7, 1.4, 75.7, 0.1, 3, "quick").endswith(", indicative: quick profile")
 
 
 def test_missing_runs_say_not_run_and_why():

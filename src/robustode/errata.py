@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from robustode.reference import reference_values
 from robustode.results import mean_sd
+from robustode.tables import Markdown
 
 
 def log_vs_table() -> list[dict]:
@@ -79,14 +80,17 @@ def table_4_hidden_sizes() -> list[dict]:
     return rows
 
 
+# Markdown cells: the formulas are maths ($...$, never "|" inside a table cell: \lvert, \rvert).
 TEXTUAL = [
-    ("Eq. (5)", "Meant to be TisODE's time-invariant dynamics, it still writes f(h(t), t, Θ): the t must go "
-     "(our TisODE field ignores t, and a test checks it)."),
-    ("Eq. (6)", "Written as Σ_i |∫_T^{2T} f(z_i(t)) dt|. The authors' code integrates |f| (absolute value inside) "
-     "over [0.9, 1.5] for T = 1, and averages over elements; we follow the code."),
-    ("Eqs. (10)-(11)", "Eq. (10) defines the attention weights as softmax(QKᵀ/√d_k)·V and Eq. (11) multiplies "
-     "by V again (C_t = AV): V is applied twice. The weights are softmax(QKᵀ/√d_k) alone."),
-    ("Fig. 2 caption", "'mapping 1 to 1 (red) and 1 to 1 (blue)' lost its minus signs: the maps are -1 ↦ 1 and 1 ↦ -1."),
+    ("Eq. (5)", r"Meant to be TisODE's time-invariant dynamics, it still writes $f(h(t), t, \Theta)$: the $t$ must go "
+     "(our TisODE field ignores $t$, and a test checks it)."),
+    ("Eq. (6)", r"Written as $\sum_i \bigl\lvert \int_T^{2T} f(z_i(t))\,dt \bigr\rvert$. The authors' code integrates "
+     r"$\lvert f \rvert$ (absolute value inside) over $[0.9, 1.5]$ for $T = 1$, and averages over elements; we follow the code."),
+    ("Eqs. (10)-(11)", r"Eq. (10) defines the attention weights as $\operatorname{softmax}(QK^\top/\sqrt{d_k})\,V$ and "
+     r"Eq. (11) multiplies by $V$ again ($C_t = AV$): $V$ is applied twice. The weights are "
+     r"$\operatorname{softmax}(QK^\top/\sqrt{d_k})$ alone."),
+    ("Fig. 2 caption", "'mapping 1 to 1 (red) and 1 to 1 (blue)' lost its minus signs: the maps are $-1 \\mapsto 1$ and "
+     "$1 \\mapsto -1$."),
     ("Fig. 3 / Fig. 4", "Taken from Dupont et al.; the figure numbers differ from the arXiv version of that paper."),
     ("Table I", "Re-reported from Yan et al. (ICLR 2020), not re-run by the survey. The original kept the "
      "checkpoint with the best accuracy on the noisy *test* set (model selection on test data); we select "
@@ -96,10 +100,11 @@ TEXTUAL = [
      "not cross-entropy; no random start. The robustness chapters run this faithfully and beside it PGD with "
      "restarts and AutoAttack."),
     ("Table I, ImgNet10", "The ten ImageNet classes are not published, so that row cannot be reproduced exactly."),
-    ("Section 7", "The attention model's code is not public; Table IV's counts leave no room for the Wq, Wk, Wv "
+    ("Section 7", "The attention model's code is not public; Table IV's counts leave no room for the $W_q$, $W_k$, $W_v$ "
      "projections the text describes (see the attention chapter's audit)."),
 ]
 
 
 def textual() -> list[dict]:
-    return [{"where": where, "what": what} for where, what in TEXTUAL]
+    """The textual errata; "what" is Markdown with its formulas as maths."""
+    return [{"where": where, "what": Markdown(what)} for where, what in TEXTUAL]

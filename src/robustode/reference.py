@@ -33,7 +33,8 @@ def verdict(
         word = "reproduced"
     else:
         word = "higher than printed" if diff > 0 else "lower than printed"
-    return word if profile == "full" else f"{word} (quick profile, indicative)"
+    # No parentheses: the verdict is often quoted inside parentheses itself.
+    return word if profile == "full" else f"{word}, indicative: {profile} profile"
 
 
 def compare(

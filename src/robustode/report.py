@@ -15,6 +15,8 @@ from pathlib import Path
 
 from robustode.reference import reference_values, verdict
 from robustode.results import mean_sd
+from robustode.tables import Markdown, plain_text
+from robustode.wording import key_label, not_run
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class Printed:
 
     @property
     def label(self) -> str:
-        return " / ".join(self.key)
+        """The key path as a reader writes it: "MNIST / Gaussian σ = 100 / ODENet"."""
+        return " / ".join(key_label(k) for k in self.key)
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Reproduced:
     values: tuple[float, ...] = ()
     device: str = ""
     exact: bool = False  # counts: equal or not, no spread
-    reason: str = ""
+    reason: str = ""  # a tables.Markdown reason keeps its link in the book
 
 
 Provider = Callable[[Printed, Path], Reproduced]
@@ -104,7 +107,9 @@ def row(printed: Printed, got: Reproduced, profile: str) -> dict:
     base = {"section": printed.section, "quantity": printed.label, "printed": printed_text}
     mean, sd, n = mean_sd(got.values)
     if n == 0:
-        return {**base, "reproduced": "—", "difference": "—", "verdict": f"not run: {got.reason or 'no results'}"}
+        reason = not_run(got.reason or "no results")
+        return {**base, "reproduced": "—", "difference": "—",
+                "verdict": Markdown(reason) if isinstance(got.reason, Markdown) else reason}
     if got.exact:
         same = all(v == printed.value for v in got.values)
         return {**base, "reproduced": f"{got.values[0]:.0f}", "difference": f"{got.values[0] - printed.value:+.0f}",
@@ -131,7 +136,7 @@ def report_rows(results_dir: Path, profile: str) -> list[dict]:
 
 def render(rows: list[dict], fmt: str = "markdown") -> str:
     if fmt == "json":
-        return json.dumps(rows, indent=1)
+        return json.dumps([{k: plain_text(v) if isinstance(v, Markdown) else v for k, v in r.items()} for r in rows], indent=1)
     from robustode.tables import markdown_table
 
     return markdown_table(rows)
@@ -144,6 +149,6 @@ def verdict_counts(rows: list[dict]) -> dict[str, int]:
     """How many printed numbers got each verdict (the quick-profile label folded away)."""
     counts: dict[str, int] = {}
     for r in rows:
-        key = r["verdict"].split(" (quick")[0].split(":")[0]
+        key = plain_text(r["verdict"]).split(", indicative")[0].split(":")[0]
         counts[key] = counts.get(key, 0) + 1
     return counts

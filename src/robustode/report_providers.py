@@ -12,8 +12,11 @@ from robustode.data.images import is_available
 from robustode.models import build_model, count_parameters
 from robustode.report import Printed, Reproduced, provider
 from robustode.results import load_results
+from robustode.tables import Markdown
 
 DATA_MISSING = "data missing ({} not in the data folder)"
+# The report is rendered on notebooks/06_report: the link is relative to that page.
+REPRODUCING = "../book/reproducing.md"
 
 
 def _device(runs: list[dict]) -> str:
@@ -26,7 +29,8 @@ def _count(name: str, dataset: str) -> Reproduced:
 
 def _no_results(results_dir: Path) -> str:
     if Path(results_dir).name == "full":
-        return "no results file yet: this full-profile run needs GPU time it has not had (see Reproducing)"
+        return Markdown("no results file yet: this full-profile run needs GPU time it has not had "
+                        f"(see [Reproducing]({REPRODUCING}))")
     return "no results file for this profile"
 
 

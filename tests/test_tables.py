@@ -1,0 +1,69 @@
+"""The one table helper: cell text stays text, marked-up cells stay markup, wide tables scroll."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from markdown_it import MarkdownIt
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+
+from robustode.tables import Markdown, escape, flag, markdown_table, maths, plain_text, table_block
+
+# The parts of MyST that matter here: pipe tables, dollar maths, raw HTML blocks.
+MYST = MarkdownIt("commonmark").enable("table").use(dollarmath_plugin)
+
+
+def _cells(html: str, tag: str) -> list[str]:
+    return re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+
+
+def test_a_pipe_in_a_header_or_a_cell_stays_inside_its_cell():
+    html = MYST.render(markdown_table([{"model": "ODENet", "mean |f| at t=0": "a | b"}]))
+    assert _cells(html, "th") == ["model", "mean |f| at t=0"]
+    assert _cells(html, "td") == ["ODENet", "a | b"]
+
+
+@pytest.mark.parametrize("text", ["$5 and $x$", "*not emphasis*", "_nor this_", "`no code`", "[no](link)",
+                                  "<b>no tag</b>", "a \\ b", "&amp;"])
+def test_markdown_syntax_in_cell_text_is_shown_literally(text):
+    html = MYST.render(markdown_table([{"c": text}]))
+    shown = _cells(html, "td")[0]
+    assert shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text, html
+    assert "math" not in html
+
+
+def test_identifiers_keep_their_underscores_unescaped():
+    assert escape("gaussian_sigma_100") == "gaussian_sigma_100"
+
+
+def test_maths_cells_are_maths_and_a_bar_cannot_split_the_cell():
+    cell = maths(r"\sum_i |\int f\,dt|")
+    html = MYST.render(markdown_table([{"formula": cell, "n": 1}]))
+    assert _cells(html, "td")[0] == r'<span class="math inline">\sum_i \vert \int f\,dt\vert</span>'
+    with pytest.raises(ValueError):
+        maths("  ")
+
+
+def test_markdown_cells_keep_their_markup_and_flags_are_red_only_when_failed():
+    html = MYST.render(markdown_table([{"a": Markdown("*kept*"), "b": flag(False, "x<y"), "c": flag(True, "a|b")}]))
+    assert _cells(html, "td")[0] == "<em>kept</em>"
+    assert "FAILED: x&lt;y" in _cells(html, "td")[1] and _cells(html, "td")[2] == "a|b"
+
+
+def test_none_is_shown_as_a_dash_and_missing_keys_as_empty_cells():
+    html = MYST.render(markdown_table([{"a": None}, {"b": 2}]))
+    assert _cells(html, "td") == ["—", "", "", "2"]
+
+
+def test_a_book_table_scrolls_and_details_are_collapsed_with_the_key_column():
+    rows = [{"model": "CNN", "acc": 1, "seed 0": 2, "seed 1": 3}]
+    html = MYST.render(table_block(rows, title="Table | one", details=["seed 0", "seed 1"]))
+    assert html.count('<div class="robustode-table">') == 2 and "<details" in html
+    assert html.index("<strong>Table | one</strong>") < html.index("<table>")
+    heads = _cells(html, "th")
+    assert heads == ["model", "acc", "model", "seed 0", "seed 1"]
+
+
+def test_plain_text_drops_links_and_tags():
+    assert plain_text(Markdown("see [Reproducing](../book/reproducing.md) <b>now</b>")) == "see Reproducing now"
