@@ -82,3 +82,25 @@ def test_reproduce_replaces_an_executed_copy_only_when_the_notebook_finished(tmp
     assert (executed / "b_bad.failed.ipynb").exists() and not list(executed.glob("*.partial.ipynb"))
     manifest = json.loads((tmp_path / "results" / "quick" / "manifest.json").read_text())
     assert [(e["notebook"], e["status"]) for e in manifest["notebooks"]] == [("a_ok.ipynb", "ok"), ("b_bad.ipynb", "failed")]
+
+
+def test_data_lists_imgnet10_and_says_how_to_provide_it(monkeypatch, capsys):
+    monkeypatch.delenv("ROBUSTODE_IMAGENET", raising=False)
+    assert main(["data"]) == 0
+    assert "ImgNet10       missing: ROBUSTODE_IMAGENET is not set" in capsys.readouterr().out
+    assert main(["data", "--fetch", "--strict", "ImgNet10"]) == 1
+    assert "not downloadable" in capsys.readouterr().err
+
+
+def test_help_has_no_restructuredtext_markup():
+    from robustode.cli import parser
+
+    top = parser()
+    texts = [top.format_help()] + [sub.format_help() for sub in top._subparsers._group_actions[0].choices.values()]
+    assert not [t for t in texts if "``" in t or ":func:" in t]
+
+
+def test_report_and_book_default_to_the_same_profile():
+    from robustode.cli import parser
+
+    assert parser().parse_args(["report"]).profile == parser().parse_args(["book"]).profile == "quick"
