@@ -67,3 +67,21 @@ def test_a_book_table_scrolls_and_details_are_collapsed_with_the_key_column():
 
 def test_plain_text_drops_links_and_tags():
     assert plain_text(Markdown("see [Reproducing](../book/reproducing.md) <b>now</b>")) == "see Reproducing now"
+
+
+def test_settings_become_named_rows_instead_of_a_printed_dict():
+    from robustode.tables import settings_rows
+
+    rows = settings_rows({"hidden": 32, "augment_dims": [0, 1, 2], "plot_points": 150}, skip=["plot_points"])
+    assert rows == [{"setting": "hidden", "value": 32}, {"setting": "augment dims", "value": "0, 1, 2"}]
+
+
+def test_wording_helpers():
+    from robustode.wording import counted, key_label, not_run, plural
+
+    assert [plural(1, "step"), plural(3, "restart"), plural(0, "run"), plural(2, "data set", "data sets")] == [
+        "1 step", "3 restarts", "0 runs", "2 data sets"]
+    assert not_run("not run: data missing") == not_run("data missing") == "not run: data missing" and not_run() == "not run"
+    assert counted([]) == "—" and counted([0.0, 0.0], measured=False) == "—" and counted([2.0]) == "2.0"
+    assert [key_label(k) for k in ("gaussian_sigma_100", "pgd_3/255", "fgsm_0.3", "ANODE_64_filters_p10", "test_loss")] == [
+        "Gaussian σ = 100", "PGD ε = 3/255", "FGSM ε = 0.3", "ANODE, 64 filters, p = 10", "test loss"]

@@ -46,7 +46,10 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    from robustode.wording import plural
+
+    return (f"cpu ({platform.processor() or platform.machine()}, {plural(os.cpu_count() or 1, 'core')}, "
+            f"{plural(torch.get_num_threads(), 'thread')})")
 
 
 def provenance(device: torch.device | str) -> dict[str, Any]:

@@ -112,6 +112,12 @@ def show(rows: Sequence[dict], title: str | None = None, columns: Sequence[str] 
         display(IPyMarkdown(text))
 
 
+def settings_rows(settings: dict, skip: Sequence[str] = ()) -> list[dict]:
+    """A settings dict as table rows ("setting", "value"): for :func:`show` instead of printing the dict."""
+    return [{"setting": key.replace("_", " "), "value": ", ".join(map(str, v)) if isinstance(v, list | tuple) else v}
+            for key, v in settings.items() if key not in skip]
+
+
 def _scroll(table: str) -> str:
     return f'<div class="{SCROLL_CLASS}">\n\n{table}\n\n</div>'
 
