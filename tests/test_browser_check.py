@@ -131,12 +131,25 @@ def test_code_below_the_first_screen_is_not_code_first(browser, site):
     assert _findings(browser, site, "late-code.html", body) == []
 
 
+def _size(path: Path) -> tuple[int, int]:
+    return struct.unpack(">II", path.read_bytes()[16:24])
+
+
 def test_a_screenshot_covers_the_whole_page(browser, site, tmp_path):
     path = _page(site, "long.html", PROSE + '<div style="height: 3000px"></div><p>end</p>')
     browser.facts(path)
-    browser.screenshot(tmp_path / "long.png")
-    width, height = struct.unpack(">II", (tmp_path / "long.png").read_bytes()[16:24])
+    assert browser.screenshot(tmp_path / "long.png") == [tmp_path / "long.png"]
+    width, height = _size(tmp_path / "long.png")
     assert width == bc.WIDTH and height > 3000
+
+
+def test_a_very_long_page_is_taken_in_parts(browser, site, tmp_path, monkeypatch):
+    monkeypatch.setattr(bc, "MAX_SCREENSHOT_HEIGHT", 2000)
+    path = _page(site, "longer.html", PROSE + '<div style="height: 4500px"></div><p>end</p>')
+    browser.facts(path)
+    parts = browser.screenshot(tmp_path / "longer.png")
+    assert [p.name for p in parts] == ["longer.png", "longer-2.png", "longer-3.png"]
+    assert all(_size(p)[0] == bc.WIDTH for p in parts)
 
 
 def test_the_command_checks_a_folder_and_fails_on_findings(browser, tmp_path, capsys):

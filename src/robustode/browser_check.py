@@ -46,7 +46,7 @@ from robustode.wording import plural
 
 WIDTH, HEIGHT = 1280, 900
 MIN_IMAGE_SCALE = 0.75  # a figure drawn at 100 dpi and shown smaller than this has text below ~7.5 pt
-MAX_SCREENSHOT_HEIGHT = 20000
+MAX_SCREENSHOT_HEIGHT = 16000  # taller pages are saved in parts
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars", "--force-device-scale-factor=1")
@@ -377,13 +377,25 @@ class Browser:
         facts["viewportHeight"] = min(facts.get("viewportHeight") or self.height, self.height)
         return facts
 
-    def screenshot(self, target: Path) -> None:
-        """The whole page at the window's width (the window is stretched to the page's height)."""
-        height = self.driver.execute_script("return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)")
-        self.driver.set_window_size(self.width, min(int(height) + 100, MAX_SCREENSHOT_HEIGHT))
+    def screenshot(self, target: Path) -> list[Path]:
+        """The whole page at the window's width: the window is stretched to the page's height, and a page
+        taller than :data:`MAX_SCREENSHOT_HEIGHT` is taken in parts (``target``, ``<stem>-2.png``, ...)."""
+        height = int(self.driver.execute_script(
+            "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)"))
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.driver.save_screenshot(str(target))
+        # The window's size includes some browser chrome even when headless: add what the page does not get.
+        chrome = int(self.driver.execute_script("return window.outerHeight - window.innerHeight"))
+        self.driver.set_window_size(self.width, min(height, MAX_SCREENSHOT_HEIGHT) + max(chrome, 0))
+        step = int(self.driver.execute_script("return window.innerHeight")) or MAX_SCREENSHOT_HEIGHT
+        taken = []
+        for part, top in enumerate(range(0, height, step), start=1):
+            self.driver.execute_script("window.scrollTo(0, arguments[0])", top)
+            path = target if part == 1 else target.with_name(f"{target.stem}-{part}{target.suffix}")
+            self.driver.save_screenshot(str(path))
+            taken.append(path)
+        self.driver.execute_script("window.scrollTo(0, 0)")
         self.driver.set_window_size(self.width, self.height)
+        return taken
 
 
 def check_pages(browser: Browser, paths: Iterable[Path], html_root: Path,
