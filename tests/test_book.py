@@ -88,3 +88,11 @@ def test_bibliography_labels_are_author_year_like_the_citations():
 """, "bibtex")
     labels = list(AuthorYearLabels().format_labels(db.entries.values()))
     assert labels == ["Krizhevsky, 2009", "Carlini and Wagner, 2017", "Xie et al., 2019a", "Xie et al., 2019b"]
+
+
+def test_a_chapter_the_profile_does_not_configure_says_so_instead_of_a_command(project):
+    _source(project / "notebooks" / "04_attention.ipynb", "Attention")
+    staging, shown = book.stage("paper-short", project)
+    assert shown["04_attention"] is None
+    note = _staged(staging, "04_attention").cells[1].source
+    assert "The `paper-short` profile does not run this chapter." in note and "reproduce" not in note

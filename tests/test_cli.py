@@ -84,6 +84,28 @@ def test_reproduce_replaces_an_executed_copy_only_when_the_notebook_finished(tmp
     assert [(e["notebook"], e["status"]) for e in manifest["notebooks"]] == [("a_ok.ipynb", "ok"), ("b_bad.ipynb", "failed")]
 
 
+@pytest.mark.slow
+def test_reproduce_advances_the_run_plan_then_renders_without_computing(tmp_path, monkeypatch):
+    from robustode import plan
+    from robustode.reproduce import profile_notebooks, reproduce
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    (tmp_path / "notebooks").mkdir()
+    for name in ("02_robustness", "04_attention", "06_report"):
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", "print('compute =', compute)")
+    calls = []
+    monkeypatch.setattr(plan, "advance", lambda profile, budget, only, device: calls.append((profile, budget, only)))
+    assert profile_notebooks("paper-short") == ["02_robustness", "06_report"]  # paper-short has no attention section
+    with pytest.raises(ValueError, match="configures no chapter for 04_attention"):
+        reproduce("paper-short", ["04_attention"])
+    assert not calls
+    reproduce("paper-short", budget=60.0)
+    assert calls == [("paper-short", 60.0, ["robustness/*"])]
+    executed = tmp_path / "results" / "paper-short" / "notebooks" / "02_robustness.ipynb"
+    assert "compute = False" in executed.read_text()
+
+
 def test_data_lists_imgnet10_and_says_how_to_provide_it(monkeypatch, capsys):
     monkeypatch.delenv("ROBUSTODE_IMAGENET", raising=False)
     assert main(["data"]) == 0
@@ -99,8 +121,3 @@ def test_help_has_no_restructuredtext_markup():
     texts = [top.format_help()] + [sub.format_help() for sub in top._subparsers._group_actions[0].choices.values()]
     assert not [t for t in texts if "``" in t or ":func:" in t]
 
-
-def test_report_and_book_default_to_the_same_profile():
-    from robustode.cli import parser
-
-    assert parser().parse_args(["report"]).profile == parser().parse_args(["book"]).profile == "quick"

@@ -171,9 +171,11 @@ def test_cuda_graph_steps_equal_eager_steps_on_the_gpu(monkeypatch):
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
-    # No noise augmentation: graph capture consumes random numbers, so graphed noise is another draw.
+    from robustode.noise import NoiseAugmentation
+
+    # With noise: capture's warm-up steps put the generator back, so both paths draw the same noise.
     spec = TrainSpec(epochs=3, weight_decay=5e-4, milestones=(2,), regulariser=SteadyStateRegulariser(start_epoch=1),
-                     seed=3)
+                     augment=NoiseAugmentation(), seed=3)
     models = []
     for graphs in (False, True):
         torch.manual_seed(1)
@@ -254,8 +256,10 @@ def test_models_trained_together_on_streams_equal_models_trained_alone_on_the_gp
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(96, 1, 28, 28, generator=g), torch.randint(0, 10, (96,), generator=g)
-    specs = [TrainSpec(epochs=2, weight_decay=5e-4, regulariser=SteadyStateRegulariser(start_epoch=1), seed=s)
-             for s in (0, 1)]
+    from robustode.noise import NoiseAugmentation
+
+    specs = [TrainSpec(epochs=2, weight_decay=5e-4, regulariser=SteadyStateRegulariser(start_epoch=1),
+                       augment=NoiseAugmentation(), seed=s) for s in (0, 1, 2)]
 
     def models():
         out = []

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustode.experiments import anode
+from robustode.chapters import anode
 from robustode.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
 from robustode.models.conv_anode import ConvDynamics
 from robustode.odeblock import ODEBlock
@@ -85,7 +85,7 @@ def test_adjoint_memory_does_not_grow_with_the_number_of_steps():
 def _memory_profile() -> dict:
     return {"name": "quick", "anode": {
         "common": {"method": "dopri5", "tol": 1e-3, "max_num_steps": 1000, "lr": 1e-3, "time_dependent": True,
-                   "threads": 1, "checkpoint": False, "resume": False},
+                   "cpu_threads": 1, "checkpoint": False, "resume": False},
         "memory": {"channels": 2, "filters": 3, "image_size": 5, "batch": 2, "fixed": {"euler": [1, 4], "rk4": [1, 2]},
                    "adaptive_method": "dopri5", "tolerances": [1e-2], "resnet_depths": [1, 4], "warmup": 0, "repeats": 1},
     }}
@@ -93,14 +93,14 @@ def _memory_profile() -> dict:
 
 def test_memory_cost_writes_one_file_per_setting_and_the_check_reads_them(results_tmp):
     out = results_tmp / "results" / "quick"
-    runs = anode.memory_cost(_memory_profile(), "cpu", out, progress=False)
+    runs = anode.memory.memory_cost(_memory_profile(), "cpu", out, progress=False)
     assert len(runs) == 2 * 2 + 2 * 2 + 2 + 2
     assert (out / "anode-memory" / "rk4-n2-adjoint.json").exists()
-    check = anode.constant_memory_check(runs, "euler")
+    check = anode.memory.constant_memory_check(runs, "euler")
     assert check["adjoint_saved_ratio"] == 1.0
     assert check["backprop_saved_ratio"] > 2.0
     assert set(check["time_ratio"]) == {1, 4}
-    resnet = anode.memory_series(runs)["ResNet (backprop)"]
+    resnet = anode.memory.memory_series(runs)["ResNet (backprop)"]
     assert [m["nfe_forward"] for m in resnet] == [1, 4] and resnet[1]["saved_bytes"] > resnet[0]["saved_bytes"]
 
 
@@ -108,7 +108,7 @@ def test_a_non_fixed_grid_method_in_the_step_sweep_is_rejected(results_tmp):
     profile = _memory_profile()
     profile["anode"]["memory"]["fixed"] = {"dopri5": [1]}
     with pytest.raises(ValueError, match="not a fixed-grid method"):
-        anode.memory_cost(profile, "cpu", results_tmp, progress=False)
+        anode.memory.memory_cost(profile, "cpu", results_tmp, progress=False)
 
 
 def test_the_profilers_known_noise_is_held_back_and_other_lines_pass(capfd):

@@ -10,8 +10,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from robustode.plots import COLUMN_WIDTH_IN, new_figure  # noqa: E402
-from robustode.plots import attention as attention_figs  # noqa: E402
+from robustode.chapters.attention import figures as attention_figs  # noqa: E402
+from robustode.figures import COLUMN_WIDTH_IN, new_figure  # noqa: E402
 
 
 def _rendered_width_px(fig) -> int:

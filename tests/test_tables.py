@@ -8,7 +8,7 @@ import pytest
 from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-from robustode.tables import Markdown, escape, flag, markdown_table, maths, plain_text, table_block
+from robustode.tables import Markdown, escape, flag, markdown_table, maths, table_block
 
 # The parts of MyST that matter here: pipe tables, dollar maths, raw HTML blocks.
 MYST = MarkdownIt("commonmark").enable("table").use(dollarmath_plugin)
@@ -63,10 +63,6 @@ def test_a_book_table_scrolls_and_details_are_collapsed_with_the_key_column():
     assert html.index("<strong>Table | one</strong>") < html.index("<table>")
     heads = _cells(html, "th")
     assert heads == ["model", "acc", "model", "seed 0", "seed 1"]
-
-
-def test_plain_text_drops_links_and_tags():
-    assert plain_text(Markdown("see [Reproducing](../book/reproducing.md) <b>now</b>")) == "see Reproducing now"
 
 
 def test_settings_become_named_rows_instead_of_a_printed_dict():

@@ -48,6 +48,16 @@ def run_command(name: str, profile: str) -> str:
     return f"python -m robustode reproduce --profile {profile} --notebooks {name}"
 
 
+def how_to_run(name: str, profile: str) -> str:
+    """One sentence: the command that produces this chapter's executed copy, or that the profile has none."""
+    from robustode.reproduce import profile_notebooks
+
+    if name not in profile_notebooks(profile):
+        return f"The `{profile}` profile does not run this chapter."
+    return (f"Run it with `{run_command(name, profile)}`, then render again with "
+            f"`python -m robustode book --profile {profile} --no-run`.")
+
+
 def prepare(nb, name: str, profile: str, shown: str | None):
     """Ready an executed notebook (``nbformat`` node) for the page; ``shown``: the profile it ran on."""
     import nbformat
@@ -60,8 +70,7 @@ def prepare(nb, name: str, profile: str, shown: str | None):
             cell.source = NBVAL_MARKER.sub("", cell.source)
     if shown is not None and shown != profile:
         note = (f"```{{warning}}\nThis page shows the **{shown}** profile: the `{profile}` profile has no executed copy "
-                f"of this chapter yet. Run it with `{run_command(name, profile)}`, then render again with "
-                f"`python -m robustode book --profile {profile} --no-run`.\n```")
+                f"of this chapter. {how_to_run(name, profile)}\n```")
         _under_title(nb, nbformat.v4.new_markdown_cell(note))
     return nb
 
@@ -75,8 +84,7 @@ def placeholder(source: Path, name: str, profile: str):
     nb = nbformat.v4.new_notebook(metadata=original.metadata)
     nb.cells = [nbformat.v4.new_markdown_cell(intro.source if intro else f"# {name}")]
     note = (f"```{{important}}\nNot run on the `{profile}` profile: this chapter has no executed copy here, so its "
-            f"tables and figures are missing from this page. Run it with `{run_command(name, profile)}`, then render "
-            f"again with `python -m robustode book --profile {profile} --no-run`.\n```")
+            f"tables and figures are missing from this page. {how_to_run(name, profile)}\n```")
     _under_title(nb, nbformat.v4.new_markdown_cell(note))
     return nb
 

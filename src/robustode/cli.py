@@ -42,10 +42,12 @@ def _notebook_command(run: Callable[[], Path], label: str) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from robustode.budget import parse_duration
     from robustode.reproduce import reproduce
 
-    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output),
-                             "manifest")
+    budget = parse_duration(args.budget) if args.budget else None
+    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output,
+                                               budget=budget), "manifest")
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -56,11 +58,19 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from robustode.paths import results_dir
     from robustode.report import render, report_rows
 
+    if args.claims:
+        import json
+
+        from robustode.claims import as_json, scorecard, scorecard_rows
+        from robustode.store import Store
+
+        judged = scorecard([Store(args.profile)] if args.profile else None)
+        print(json.dumps(as_json(judged), indent=1) if args.format == "json" else render(scorecard_rows(judged)))
+        return 0
     # Without results every run-based row says "not run"; parameter counts are still checked.
-    print(render(report_rows(results_dir(args.profile), args.profile), args.format))
+    print(render(report_rows(args.profile), args.format))
     return 0
 
 
@@ -177,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--notebooks", nargs="+", metavar="NAME", help="notebook names (default: all, in book order)")
     rep.add_argument("--device", choices=DEVICES, default="auto")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    rep.add_argument("--budget", help="time for the run plan before the notebooks render (150m, 2h; default: none)")
     rep.set_defaults(func=_reproduce)
 
     book = sub.add_parser("book", help="execute (quick) and render the Jupyter Book into _build/html")
@@ -185,9 +196,11 @@ def parser() -> argparse.ArgumentParser:
     book.add_argument("--device", choices=DEVICES, default="auto")
     book.set_defaults(func=_book)
 
-    report = sub.add_parser("report", help="every number the paper prints, against the profile's results")
-    report.add_argument("--profile", choices=PROFILES, default="quick")
+    report = sub.add_parser("report", help="every number the paper prints, against the best evidence of the runs")
+    report.add_argument("--profile", choices=PROFILES, default=None,
+                        help="only this profile's runs (default: for each number, the strongest profile that has runs)")
     report.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    report.add_argument("--claims", action="store_true", help="the survey's claims with their evidence and verdicts")
     report.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="which data sets are on disk; --fetch downloads missing ones (torchvision)")

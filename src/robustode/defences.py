@@ -30,17 +30,21 @@ class InputRandomisation(nn.Module):
         self.extra = extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-1]
+        n, size = x.shape[0], x.shape[-1]
         out = size + self.extra
         r = int(torch.randint(size, out, (1,)))
         resized = F.interpolate(x, size=(r, r), mode="nearest") if r != size else x
         pad = out - r
-        left = torch.randint(0, pad + 1, (x.shape[0],)).tolist()
-        top = torch.randint(0, pad + 1, (x.shape[0],)).tolist()
-        canvas = x.new_zeros(x.shape[0], x.shape[1], out, out)
-        for i, (a, b) in enumerate(zip(top, left, strict=True)):
-            canvas[i, :, a : a + r, b : b + r] = resized[i]
-        return canvas
+        left = torch.randint(0, pad + 1, (n,)).to(x.device)
+        top = torch.randint(0, pad + 1, (n,)).to(x.device)
+        # every image at its own offset in one indexed write (not one copy kernel per image)
+        span = torch.arange(r, device=x.device)
+        rows = (top[:, None] + span)[:, :, None]  # (n, r, 1)
+        cols = (left[:, None] + span)[:, None, :]  # (n, 1, r)
+        images = torch.arange(n, device=x.device)[:, None, None]
+        canvas = x.new_zeros(n, out, out, x.shape[1])  # channels last, so that the index picks whole pixels
+        canvas = canvas.index_put((images, rows, cols), resized.permute(0, 2, 3, 1))
+        return canvas.permute(0, 3, 1, 2).contiguous()
 
     def extra_repr(self) -> str:
         return f"extra={self.extra}"

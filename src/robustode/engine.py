@@ -32,6 +32,7 @@ from torch import nn
 
 from robustode.budget import Deadline
 from robustode.odeblock import LOOP_METHODS, ODEBlock, nfe_counts
+from robustode.timing import synchronize
 from robustode.training import History, TrainSpec, next_epoch_estimate, save_atomic, validate_and_select
 
 CHECKPOINT_FORMAT = "robustode.engine/1"
@@ -63,6 +64,7 @@ class TrainStep:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._capture_stream: torch.cuda.Stream | None = None  # lives as long as the graphs captured on it
         self.nfe = (0, 0)
 
     def set_lr(self, lr: float) -> None:
@@ -108,27 +110,47 @@ class TrainStep:
         state = [t for s in self.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
         return [*self.model.parameters(), *self.model.buffers(), *state, self.loss_sum, self.correct]
 
-    def _capture(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
-        """Capture one step. The warm-up steps that capture needs (lazy Adam state, allocator pools) are
-        undone afterwards, in place, so that graphed training makes exactly the steps eager training makes."""
-        static_x, static_y = x.clone(), y.clone()
+    def warm_up(self, x: torch.Tensor, y: torch.Tensor, epoch: int, steps: int = 3) -> None:
+        """Make ``steps`` steps on ``x, y`` and undo them in place: parameters, buffers, Adam's state, the
+        accumulators and the step's random generator end as they began (Adam's state created by the steps
+        is zeroed, as Adam's own initialisation). Capture needs such steps (lazy Adam state, allocator
+        pools, cuBLAS workspaces on the capture stream); undone, graphed training makes exactly the steps,
+        and draws exactly the noise, that eager training makes. On CUDA they run on the capture stream."""
         saved = {id(t): t.detach().clone() for t in self._tensors()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._step(static_x, static_y, epoch)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.generator)
-        with torch.cuda.graph(graph):
-            self._step(static_x, static_y, epoch)
+        generator_state = self.generator.get_state()
+        with _on(self.capture_stream()):
+            for _ in range(steps):
+                self._step(x, y, epoch)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).wait_stream(self.capture_stream())
         with torch.no_grad():
             for t in self._tensors():
                 if id(t) in saved:
                     t.copy_(saved[id(t)])
-                else:  # Adam's state created by the warm-up: zero, as Adam's own initialisation
+                else:
                     t.zero_()
+        self.generator.set_state(generator_state)
+
+    def capture_stream(self) -> torch.cuda.Stream | None:
+        """This step's own capture stream (CUDA only; ``None`` elsewhere), made once and kept as long as the step:
+        graphs captured on one shared stream would share one cuBLAS workspace when replayed on several streams."""
+        if self.device.type != "cuda":
+            return None
+        if self._capture_stream is None:
+            self._capture_stream = torch.cuda.Stream(self.device)
+        return self._capture_stream
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        """Capture one step on this step's own stream, after :meth:`warm_up` on that stream; the generator's
+        state is put back after capture too, so the first replay draws what the first eager step would."""
+        static_x, static_y = x.clone(), y.clone()
+        generator_state = self.generator.get_state()
+        self.warm_up(static_x, static_y, epoch)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.generator)
+        with torch.cuda.graph(graph, stream=self.capture_stream()):
+            self._step(static_x, static_y, epoch)
+        self.generator.set_state(generator_state)
         return graph, static_x, static_y
 
 
@@ -136,7 +158,7 @@ def _lr_at(spec: TrainSpec, epoch: int) -> float:
     return spec.lr * spec.gamma ** sum(epoch >= m for m in spec.milestones)
 
 
-class _Run:
+class EngineRun:
     """One model's training state inside the engine: its step, generators, history and checkpoint."""
 
     def __init__(self, model: nn.Module, spec: TrainSpec, device: torch.device, checkpoint: Path | None):
@@ -271,32 +293,45 @@ def train_fast_many(
         raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
     if len({spec.epochs for spec in specs}) != 1:
         raise ValueError(f"models trained together need the same number of epochs, got {[s.epochs for s in specs]}")
-    runs = [_Run(model, spec, device, ckpt) for model, spec, ckpt in zip(models, specs, checkpoints, strict=True)]
+    runs = [EngineRun(model, spec, device, ckpt) for model, spec, ckpt in zip(models, specs, checkpoints, strict=True)]
     x, y = x.to(device), y.to(device)
-    concurrent = device.type == "cuda" and len(runs) > 1
-    streams = [torch.cuda.Stream(device) if concurrent else None for _ in runs]
+    streams = run_streams(runs, device)
     n, epochs, first = len(x), specs[0].epochs, min(run.start for run in runs)
     for epoch in tqdm(range(first, epochs), desc=desc, disable=not progress, initial=first, total=epochs):
         active = [(run, stream) for run, stream in zip(runs, streams, strict=True) if run.start <= epoch]
         if deadline is not None:
             estimate = max(next_epoch_estimate(run.history, epoch_estimate) for run, _ in active)
             deadline.check(estimate, f"{desc}: epoch {epoch + 1} of {epochs}")
-        tic = time.perf_counter()
-        for run, stream in active:
-            with _on(stream):
-                run.begin_epoch(epoch, n)
-        batches = 0
-        for start in range(0, n, batch_size):
-            for run, stream in active:
-                with _on(stream):
-                    run.train_batch(x, y, start, batch_size, epoch, graphs)
-            batches += 1
-        if concurrent:
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - tic
+        batches, seconds = train_epoch(active, x, y, epoch, batch_size, graphs)
         for run, _ in active:
             run.end_epoch(epoch, n, batches, seconds, len(active))
     return [run.finish() for run in runs]
+
+
+def run_streams(runs: list[EngineRun], device: torch.device) -> list[torch.cuda.Stream | None]:
+    """One CUDA stream per run when several train at once on a GPU; ``None`` (where we are) otherwise."""
+    concurrent = device.type == "cuda" and len(runs) > 1
+    return [torch.cuda.Stream(device) if concurrent else None for _ in runs]
+
+
+def train_epoch(active: list[tuple[EngineRun, torch.cuda.Stream | None]], x: torch.Tensor, y: torch.Tensor, epoch: int,
+                batch_size: int, graphs: bool) -> tuple[int, float]:
+    """One epoch of every run in ``active`` (pairs of run and stream), batches issued round-robin; returns the
+    number of batches and the epoch's wall time in seconds, measured after the device has finished the work
+    (a GPU runs behind the host: without the synchronisation the time would be the launches')."""
+    n = len(x)
+    tic = time.perf_counter()
+    for run, stream in active:
+        with _on(stream):
+            run.begin_epoch(epoch, n)
+    batches = 0
+    for start in range(0, n, batch_size):
+        for run, stream in active:
+            with _on(stream):
+                run.train_batch(x, y, start, batch_size, epoch, graphs)
+        batches += 1
+    synchronize(x.device)
+    return batches, time.perf_counter() - tic
 
 
 @contextlib.contextmanager

@@ -92,32 +92,43 @@ def sanity_checks(metrics: dict, tolerance: float = 0.0) -> list[dict]:
     4. AutoAttack <= strong PGD on the same images.
     5. Solver transfer (ODE models): the white-box attack through the deployed solver must be at least as
        strong as attacks crafted through other Euler step sizes; otherwise the solver masks gradients.
-    ``tolerance`` (accuracy points, e.g. 0.01) absorbs ties that differ by a single image in tiny runs.
+
+    Checks 1 and "more restarts" are guaranteed by construction (restarts accumulate; eps = 1 admits any image)
+    and are exact. The others compare *different* attacks, none of which contains the other (PGD's step is
+    eps/5, FGSM's eps; runs with more steps take smaller steps): they are heuristics, so a gap of one image
+    is allowed there (and said in the detail). ``tolerance`` (accuracy, e.g. 0.01) adds to every check.
     """
     out = []
     s = metrics.get("sanity", {})
+
+    def slack(images: int) -> float:
+        return tolerance + 1.0 / max(1, images) + 1e-12
+
     if "eps_one" in s:
         acc = s["eps_one"]["strong"]
-        out.append(check("eps = 1 gives 0 %", acc == 0.0,
+        out.append(check("eps = 1 gives 0 %", acc <= tolerance,
                          f"strong PGD {100 * acc:.1f} %, faithful PGD {100 * s['eps_one']['faithful']:.1f} %"))
     fgsm, pgd = metrics["faithful"]["fgsm"], metrics["faithful"]["pgd"]
+    n_attack = metrics.get("attack_images", 0)
     for eps in sorted(set(fgsm) & set(pgd), key=float):
-        ok = pgd[eps] <= fgsm[eps] + tolerance
-        out.append(check(f"PGD <= FGSM at eps {eps}", ok, f"PGD {100 * pgd[eps]:.1f} % vs FGSM {100 * fgsm[eps]:.1f} %"))
+        ok = pgd[eps] <= fgsm[eps] + slack(n_attack)
+        out.append(check(f"PGD <= FGSM at eps {eps}", ok, f"PGD {100 * pgd[eps]:.1f} % vs FGSM {100 * fgsm[eps]:.1f} % "
+                         "(heuristic: one image of slack)"))
     for eps, strong in metrics.get("strong", {}).items():
         by_steps = strong["by_steps"]
         steps = sorted(by_steps, key=int)
         accs = [by_steps[k] for k in steps]
-        ok = all(b <= a + tolerance for a, b in zip(accs, accs[1:], strict=False))
+        ok = all(b <= a + slack(strong["images"]) for a, b in zip(accs, accs[1:], strict=False))
         out.append(check(f"more PGD steps never help (eps {eps})", ok,
-                         ", ".join(f"{k} steps {100 * a:.1f} %" for k, a in zip(steps, accs, strict=True))))
+                         ", ".join(f"{k} steps {100 * a:.1f} %" for k, a in zip(steps, accs, strict=True))
+                         + " (heuristic: one image of slack)"))
         restarts = strong["by_restarts"]
         ok = all(b <= a + tolerance for a, b in zip(restarts, restarts[1:], strict=False))
         out.append(check(f"more restarts never help (eps {eps})", ok,
                          ", ".join(f"{i + 1}: {100 * a:.1f} %" for i, a in enumerate(restarts))))
         if "autoattack" in strong:
             aa, ref = strong["autoattack"]["accuracy"], strong["autoattack"]["pgd_same_images"]
-            out.append(check(f"AutoAttack <= PGD (eps {eps})", aa <= ref + tolerance,
+            out.append(check(f"AutoAttack <= PGD (eps {eps})", aa <= ref + slack(strong["autoattack"]["images"]),
                              f"AutoAttack {100 * aa:.1f} % vs strong PGD {100 * ref:.1f} % on the same "
                              f"{strong['autoattack']['images']} images ({strong['autoattack']['config']})"))
     if "solver_transfer" in s:
@@ -125,7 +136,7 @@ def sanity_checks(metrics: dict, tolerance: float = 0.0) -> list[dict]:
         own = st["deployed_step"]
         white = st["accuracy"][str(own)][str(own)]
         others = {c: row[str(own)] for c, row in st["accuracy"].items() if c != str(own)}
-        ok = all(white <= acc + tolerance for acc in others.values())
+        ok = all(white <= acc + slack(st["images"]) for acc in others.values())
         detail = f"white-box at step {own}: {100 * white:.1f} %; crafted at " + ", ".join(
             f"step {c}: {100 * a:.1f} %" for c, a in others.items())
         out.append(check(f"no gradient masking by the solver ({st['attack']})", ok, detail))

@@ -8,7 +8,6 @@ Dupont et al. (2019) do: a counter inside the dynamics, reset at each forward pa
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -102,10 +101,17 @@ def fixed_grid(times: Sequence[float], step_size: float) -> tuple[list[float], l
     return grid, marks
 
 
-@functools.lru_cache(maxsize=64)
+_GRIDS: dict[tuple[tuple[float, ...], torch.device, torch.dtype], torch.Tensor] = {}
+
+
 def _grid_tensor(grid: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    # Made once per grid and device: a host-to-device copy inside a CUDA-graph capture is illegal.
-    return torch.tensor(grid, dtype=dtype, device=device)
+    """The grid as a tensor on ``device``, made once and kept for the process: a host-to-device copy inside a
+    CUDA-graph capture is illegal, and a captured graph reads this tensor's memory at every replay, so it is
+    never evicted (a bounded cache could free it under a live graph). A model has a handful of grids."""
+    key = (grid, torch.device(device), dtype)
+    if key not in _GRIDS:
+        _GRIDS[key] = torch.tensor(grid, dtype=dtype, device=device)
+    return _GRIDS[key]
 
 
 def loop_integrate(
@@ -207,15 +213,21 @@ class ODEBlock(nn.Module):
             return {} if self.step_size is None else {"step_size": self.step_size}
         return {"max_num_steps": self.max_num_steps}
 
-    def trajectory(self, h0: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-        """States at every integration time, shape ``(len(times), *h0.shape)``."""
+    def trajectory(self, h0: torch.Tensor, times: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+        """States at every integration time, shape ``(len(times), *h0.shape)``. ``times``: Python floats (the
+        loop backend uses them as they are: reading a tensor's values would be a host read inside a captured
+        step) or a tensor (torchdiffeq's backends)."""
         self.func.nfe = 0
         if self.backend == "loop":
             points = self._time_points if times is None else [float(t) for t in times]
             states = loop_integrate(self.func, h0, points, self.method, self.step_size)
             self.nfe_forward = self.func.nfe
             return states
-        times = (self.times if times is None else times).to(h0)
+        if times is None:
+            times = self.times
+        elif not isinstance(times, torch.Tensor):
+            times = torch.tensor([float(t) for t in times])
+        times = times.to(h0)
         solve = odeint_adjoint if self.adjoint else odeint
         extra = {"adjoint_params": tuple(self.func.parameters())} if self.adjoint else {}
         if self.adjoint:

@@ -79,14 +79,16 @@ class SteadyState(nn.Module):
             raise ValueError(f"need {t0} < t_start < {t1} and t_end > t_start, got t_start={t_start}, t_end={t_end}")
         self.block = block
         self.t_start, self.t_end = t_start, t_end
+        self._times = (float(t0), float(t_start), float(t1))
         self.z_start: torch.Tensor | None = None
 
     def forward(self, h0: torch.Tensor) -> torch.Tensor:
         if not self.training:
             self.z_start = None
             return self.block(h0)
-        times = torch.tensor([self.block.time_points[0], self.t_start, self.block.time_points[-1]])
-        states = self.block.trajectory(h0, times)
+        # Python floats, not a tensor: the engine's loop backend would read a tensor's values on the host
+        # inside every captured step
+        states = self.block.trajectory(h0, self._times)
         self.z_start = states[1]
         return states[-1]
 

@@ -42,14 +42,23 @@ def git_commit() -> str | None:
     return os.environ.get("ROBUSTODE_GIT_COMMIT") or None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout had uncommitted changes to tracked files (``None`` without git): a run made from a
+    modified tree cites its commit but not exactly that code."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from robustode.wording import plural
-
-    return (f"cpu ({platform.processor() or platform.machine()}, {plural(os.cpu_count() or 1, 'core')}, "
-            f"{plural(torch.get_num_threads(), 'thread')})")
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} thread{'s' * (threads != 1)})"
 
 
 def provenance(device: torch.device | str) -> dict[str, Any]:
@@ -61,14 +70,17 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
             versions[name] = None
     return {
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "versions": versions,
         "python": platform.python_version(),
         "device": device_name(device),
     }
 
 
-# How a run is executed, not what it computes: switching one must not orphan stored results or checkpoints.
-EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume"})
+# How a run is executed, or how many runs a profile makes, not what one run computes: changing one must not
+# orphan stored results or checkpoints.
+EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume", "seeds",
+                            "repetitions"})
 
 
 def config_key(params: dict) -> str:
@@ -145,6 +157,20 @@ def load_results(results_dir: Path, experiment: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+def pack_flags(flags: Iterable[bool]) -> str:
+    """Per-image booleans (robust or not) as compact text for a results file: ``"<count>:<hex of the bits>"``."""
+    bits = [bool(f) for f in flags]
+    value = sum(1 << i for i, f in enumerate(bits) if f)
+    return f"{len(bits)}:{value:x}"
+
+
+def unpack_flags(text: str) -> list[bool]:
+    """The inverse of :func:`pack_flags`."""
+    count, _, hexa = text.partition(":")
+    value = int(hexa, 16)
+    return [bool(value >> i & 1) for i in range(int(count))]
+
+
 def mean_sd(values: Iterable[float]) -> tuple[float, float, int]:
     """Mean and sample standard deviation (ddof = 1, as the papers' +-); sd is nan for one value."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
@@ -161,5 +187,5 @@ def fmt_mean_sd(values: Iterable[float], digits: int = 1, scale: float = 1.0) ->
     if n == 0:
         return "not run"
     if n == 1:
-        return f"{scale * mean:.{digits}f} (n=1)"
-    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n={n})"
+        return f"{scale * mean:.{digits}f} (n = 1)"
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n = {n})"

@@ -35,6 +35,11 @@ from robustode.training import save_atomic
 MODEL_FORMAT = "robustode.model/1"
 
 
+def not_run(reason: str = "") -> str:
+    """The one wording for a row or figure without runs: "not run: <reason>"."""
+    return f"not run: {reason}" if reason else "not run"
+
+
 class RunLocked(RuntimeError):
     """Another live process is computing this run."""
 
@@ -60,6 +65,10 @@ class Store:
     def write(self, experiment: str, run: str, **fields: Any) -> dict:
         write_result(self.root, experiment, run, profile=self.profile, **fields)
         return load_run(self.root, experiment, run)
+
+    def pending(self) -> str:
+        """Why a planned run of this profile has no results yet (for "not run" rows)."""
+        return f"to be computed by robustode run --profile {self.profile}"
 
     # ------------------------------------------------------------------ side files
     def _side(self, kind: str, experiment: str, run: str, params: dict, suffix: str) -> Path:

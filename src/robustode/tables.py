@@ -126,15 +126,6 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_TAG = re.compile(r"<[^>]+>")
-
-
-def plain_text(text: object) -> str:
-    """``text`` without Markdown links and HTML tags (for JSON and terminal output)."""
-    return _TAG.sub("", _LINK.sub(r"\1", str(text)))
-
-
 def flag(ok: bool, text: str) -> Markdown:
     """A check result: a failed check is shown in red, never hidden."""
     return Markdown(escape(text) if ok else f'<span style="color:#c00;font-weight:bold">FAILED: {_html(text)}</span>')

@@ -1,7 +1,7 @@
 """The survey's Sec. 7 models: Classic Attention and Neural ODE Attention over the rows of an image.
 
 Its code is not public, so the layout is rebuilt from the text and pinned down by Table IV's
-parameter counts (see :mod:`robustode.experiments.attention` for the audit):
+parameter counts (see :mod:`robustode.chapters.attention.audit` for the audit):
 
 * an image is a sequence of its rows: ``L`` positions of ``W`` values (MNIST 28 x 28; CIFAR read
   as single-channel 32 x 32 images, which the count differences imply);
@@ -31,7 +31,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustode.models import register_builder
 from robustode.odeblock import ODEBlock, ReportsNFE
 
 ROW_WIDTH = {"MNIST": 28, "FashionMNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
@@ -210,18 +209,3 @@ def build(name: str, dataset: str, attention: str = "score", **options) -> RowAt
     if name not in models:
         raise ValueError(f"unknown attention model {name!r}; choose one of: {', '.join(models)}")
     return models[name](ROW_WIDTH[dataset], CLASSES[dataset], attention=attention, **options)
-
-
-_REGISTERED = (
-    ("ClassicAttention", "ClassicAttention", {}, "Sec. 7 baseline as Table IV counts it: hidden 128, LayerNorm + score attention"),
-    ("ODEAttention", "ODEAttention", {}, "Sec. 7 Neural ODE Attention as Table IV counts it: hidden 32, shared score attention"),
-    ("ClassicAttention-QKV", "ClassicAttention", {"attention": "qkv"}, "text-faithful baseline: hidden 128, Wq, Wk, Wv (128 x 128)"),
-    ("ODEAttention-QKV", "ODEAttention", {"attention": "qkv"},
-     "text-faithful: hidden 32, Wq, Wk, Wv (32 x 32) at each of 4 time points"),
-    ("ClassicAttention-PE", "ClassicAttention", {"positions": "sinusoidal"},
-     "ClassicAttention + fixed sinusoidal row positions (no parameters)"),
-    ("ODEAttention-PE", "ODEAttention", {"positions": "sinusoidal"},
-     "ODEAttention + fixed sinusoidal row positions (no parameters)"),
-)
-for _name, _base, _options, _description in _REGISTERED:
-    register_builder(_name, DATASETS, _description, build, _base, **_options)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustode.models import register_builder
 from robustode.odeblock import ODEBlock
 from robustode.regularisers import SteadyState
 
@@ -179,12 +178,4 @@ def build(arch: str, dataset: str = "MNIST", pre: nn.Module | None = None, denoi
     return RobustNet(middle(arch, width, step_size), CHANNELS[dataset], 10, pre=pre, denoise=denoise, width=width)
 
 
-_DATASETS = ("MNIST", "SVHN", "ImgNet10")
-
-
-for _arch, _description in (
-    ("CNN", "Yan et al. CNN: stem + one residual block + head"),
-    ("ODENet", "Yan et al. ODENet: time-dependent conv field, Euler step 0.1 on [0, 1]"),
-    ("TisODE", "Yan et al. TisODE: time-invariant conv field, Euler step 0.05, steady-state term"),
-):
-    register_builder(_arch, _DATASETS, _description, build, _arch)
+DATASETS = ("MNIST", "SVHN", "ImgNet10")
