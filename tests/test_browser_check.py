@@ -45,7 +45,8 @@ CLEAN = PROSE + """
 <div class="cell_output"><pre>NODE keeps g(-1) &lt;= g(+1): True</pre></div>
 <pre style="overflow-x: auto">short line</pre>
 <div class="cell_input" style="display: none"><pre>import os</pre></div>
-<p>One seed, 1 step, 2 steps (its Eq. (6)); on cpu (x86_64, 2 cores, 1 thread); the key <code>gaussian_sigma_100</code>.</p>
+<p>One seed, 1 step, 2 steps, 1 and 1 runs, 1 + 1 seeds (its Eq. (6)); on cpu (x86_64, 2 cores, 1 thread);
+   the key <code>gaussian_sigma_100</code>.</p>
 <div class="citation-list"><div class="citation"><span class="label">[Yan et al., 2020]</span><p>Yan.</p></div></div>
 """
 

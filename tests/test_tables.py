@@ -73,11 +73,13 @@ def test_settings_become_named_rows_instead_of_a_printed_dict():
 
 
 def test_wording_helpers():
-    from robustode.wording import counted, key_label, not_run, plural
+    from robustode.wording import counted, device_label, key_label, not_run, plural
 
     assert [plural(1, "step"), plural(3, "restart"), plural(0, "run"), plural(2, "data set", "data sets")] == [
         "1 step", "3 restarts", "0 runs", "2 data sets"]
     assert not_run("not run: data missing") == not_run("data missing") == "not run: data missing" and not_run() == "not run"
+    assert device_label("cpu (x86_64, 1 cores, 1 threads)") == "cpu (x86_64, 1 core, 1 thread)"
+    assert device_label("cpu (x86_64, 12 cores, 11 threads)") == "cpu (x86_64, 12 cores, 11 threads)"
     assert counted([]) == "—" and counted([0.0, 0.0], measured=False) == "—" and counted([2.0]) == "2.0"
     assert [key_label(k) for k in ("gaussian_sigma_100", "pgd_3/255", "fgsm_0.3", "ANODE_64_filters_p10", "test_loss")] == [
         "Gaussian σ = 100", "PGD ε = 3/255", "FGSM ε = 0.3", "ANODE, 64 filters, p = 10", "test loss"]

@@ -167,8 +167,10 @@ Promise.race([ready().then(waitMaths), new Promise(resolve => setTimeout(resolve
 PLURALS = ("steps", "restarts", "runs", "seeds", "epochs", "images", "repetitions", "iterations", "models", "points",
            "rows", "evaluations", "attacks", "samples", "batches", "layers", "filters", "classes", "pages", "findings",
            "units", "times", "parameters", "tests", "checks", "failures", "threads", "cores", "data sets")
-# "1 steps"; "seed(s)"; a parenthesis of several words closed inside another: "(reproduced (quick, indicative))".
-WORDING = re.compile(r"(?<![\d.,])\b1 (?:" + "|".join(PLURALS) + r")\b|\b[a-z]+\(s\)|\([^()]*\([^()]*\s[^()]*\)\)")
+# "1 steps" (not "1 and 1 runs", "1 + 1 seeds"); "seed(s)"; a parenthesis of several words closed inside
+# another: "(reproduced (quick, indicative))".
+WORDING = re.compile(r"(?<![\d.,])(?<!and )(?<!or )(?<!to )(?<!\+ )\b1 (?:" + "|".join(PLURALS) + r")\b"
+                     r"|\b[a-z]+\(s\)|\([^()]*\([^()]*\s[^()]*\)\)")
 # snake_case with at least two word parts (x86_64 is not a key, d_k is maths; gaussian_sigma_100 and test_loss are keys).
 RAW_KEY = re.compile(r"(?<![\w/.-])[a-z][a-z0-9]+(?:_[a-z][a-z0-9]*)+(?:_[a-z0-9]+)*(?![\w/.(-])")
 ALPHA_LABEL = re.compile(r"^\[?[A-Z][A-Za-z]{0,4}\+?\d{2}[a-z]?\]?$")

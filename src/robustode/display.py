@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from robustode.profiles import tier, tiers
 from robustode.store import Store
-from robustode.wording import plural  # noqa: F401  (one plural for the package; display.plural is used by chapters)
+from robustode.wording import device_label, plural  # display.plural: the package's one plural, used by chapters
 
 
 def _emit(markdown: str) -> None:
@@ -64,7 +64,7 @@ def caption(store: Store, experiments: Iterable[str]) -> str:
     what = f"profile `{store.profile}` — {tier(store.profile).label}"
     if not runs:
         return what
-    devices = sorted({r["provenance"]["device"] for r in runs})
+    devices = sorted({device_label(r["provenance"]["device"]) for r in runs})
     commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] + ("+" if r["provenance"].get("git_dirty") else "")
                       for r in runs})
     return f"{what}; {plural(len(runs), 'run')} on {'; '.join(devices)}; commit {', '.join(commits)}"

@@ -40,6 +40,14 @@ def counted(values: list[float] | tuple[float, ...], digits: int = 1, measured: 
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def device_label(device: str) -> str:
+    """A stored device description with its counts read right: "cpu (x86_64, 2 cores, 1 threads)" as "... 1 thread)".
+
+    Results files written before :func:`robustode.results.device_name` counted with ``plural`` keep the old text.
+    """
+    return re.sub(r"\b1 (core|thread)s\b", r"1 \1", device)
+
+
 _NAMES = {
     "fgsm": "FGSM", "pgd": "PGD", "test_loss": "test loss", "inference_time_s": "inference time (s)",
     "f1": "F1", "accuracy": "accuracy", "precision": "precision", "recall": "recall",
