@@ -29,7 +29,7 @@ def _emit(markdown: str) -> None:
 def show(content: list[dict] | list[str] | str, title: str | None = None, empty: str | None = None) -> None:
     """Display rows as a table, strings as a bulleted list, or a text as Markdown, under an optional bold
     ``title``; with nothing to show, the one italic line ``empty`` (when given) instead."""
-    from robustode.tables import markdown_table
+    from robustode.tables import table_block
 
     parts = [f"**{title}**"] if title else []
     if not content:
@@ -39,7 +39,7 @@ def show(content: list[dict] | list[str] | str, title: str | None = None, empty:
     elif isinstance(content, str):
         parts.append(content)
     elif isinstance(content[0], dict):
-        parts.append(markdown_table(content))
+        parts.append(table_block(content))  # escaped cells, in a scroll container with a sticky key column
     else:
         parts.append("\n".join(f"* {line}" for line in content))
     _emit("\n\n".join(parts))

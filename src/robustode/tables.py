@@ -6,10 +6,11 @@ backticks, links, raw HTML), so a header such as ``mean |f| at t=0`` stays one h
 are meant as markup say so with their type: :class:`Markdown` (kept as written, e.g. a red
 :func:`flag` or a link) and :class:`Maths` (rendered as maths; build it with :func:`maths`).
 
-:func:`show` is what notebooks display: a title, the table inside a horizontally scrollable container
-(its first column stays in view while the rest scrolls; ``_static/robustode.css``), and optional
-detail columns in a collapsed section below. The wrappers are HTML blocks, which MyST (and Jupyter's
-own Markdown renderer) pass through, with blank lines around the table so that it is still parsed.
+:func:`table_block` is what the book shows (``robustode.display.show`` uses it): a title, the table
+inside a horizontally scrollable container (its first column stays in view while the rest scrolls;
+``_static/robustode.css``), and optional detail columns in a collapsed section below. The wrappers
+are HTML blocks, which MyST (and Jupyter's own Markdown renderer) pass through, with blank lines
+around the table so that it is still parsed.
 """
 
 from __future__ import annotations
@@ -93,23 +94,6 @@ def table_block(rows: Sequence[dict], columns: Sequence[str] | None = None, titl
         parts.append(f"<details class=\"{SCROLL_CLASS}-details\"><summary>{_html(details_title)}</summary>\n\n"
                      + _scroll(markdown_table(rows, key + [c for c in details if c not in key])) + "\n\n</details>")
     return "\n\n".join(parts)
-
-
-def show(rows: Sequence[dict], title: str | None = None, columns: Sequence[str] | None = None,
-         details: Sequence[str] | None = None, key: Sequence[str] | None = None, details_title: str = "more columns") -> None:
-    """Display :func:`table_block` in a notebook (plain text outside IPython)."""
-    text = table_block(rows, columns, title, details, key, details_title)
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown as IPyMarkdown
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - IPython is a dependency through ipykernel
-        print(text)
-        return
-    if get_ipython() is None:
-        print(text)
-    else:
-        display(IPyMarkdown(text))
 
 
 def settings_rows(settings: dict, skip: Sequence[str] = ()) -> list[dict]:
