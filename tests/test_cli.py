@@ -104,3 +104,20 @@ def test_reproduce_advances_the_run_plan_then_renders_without_computing(tmp_path
     assert calls == [("paper-short", 60.0, ["robustness/*"])]
     executed = tmp_path / "results" / "paper-short" / "notebooks" / "02_robustness.ipynb"
     assert "compute = False" in executed.read_text()
+
+
+def test_data_lists_imgnet10_and_says_how_to_provide_it(monkeypatch, capsys):
+    monkeypatch.delenv("ROBUSTODE_IMAGENET", raising=False)
+    assert main(["data"]) == 0
+    assert "ImgNet10       missing: ROBUSTODE_IMAGENET is not set" in capsys.readouterr().out
+    assert main(["data", "--fetch", "--strict", "ImgNet10"]) == 1
+    assert "not downloadable" in capsys.readouterr().err
+
+
+def test_help_has_no_restructuredtext_markup():
+    from robustode.cli import parser
+
+    top = parser()
+    texts = [top.format_help()] + [sub.format_help() for sub in top._subparsers._group_actions[0].choices.values()]
+    assert not [t for t in texts if "``" in t or ":func:" in t]
+

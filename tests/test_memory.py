@@ -109,3 +109,22 @@ def test_a_non_fixed_grid_method_in_the_step_sweep_is_rejected(results_tmp):
     profile["anode"]["memory"]["fixed"] = {"dopri5": [1]}
     with pytest.raises(ValueError, match="not a fixed-grid method"):
         anode.memory.memory_cost(profile, "cpu", results_tmp, progress=False)
+
+
+def test_the_profilers_known_noise_is_held_back_and_other_lines_pass(capfd):
+    import os
+
+    from robustode.memory import quiet_profiler
+
+    with quiet_profiler():
+        os.write(2, b"USDT:2026-01-01 00:00:00 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n")
+        os.write(2, b"ERROR:2026-01-01 00:00:00 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n")
+        os.write(2, b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_a_cpu_allocator_measurement_prints_nothing(capfd):
+    x = torch.rand(100, 100, requires_grad=True)
+    allocator_peak(lambda: (x @ x).sum().backward())
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -101,7 +101,7 @@ def test_one_printed_number_gets_the_same_verdict_in_the_chapter_and_in_the_repo
                      params={"model": "TisODE"}, seed=seed, started="t", device="cpu", metrics=metrics)
     from robustode.store import Store
 
-    report = next(r for r in report_rows("full") if r["quantity"] == "MNIST / fgsm_0.3 / TisODE")
+    report = next(r for r in report_rows("full") if r["quantity"] == "MNIST / FGSM ε = 0.3 / TisODE")
     chapter = robustness.tables.report_values(FGSM, Store("full"))
     assert report["verdict"] == row(FGSM, chapter)["verdict"] == judge(FGSM, chapter).text
 

@@ -14,6 +14,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LAYERS = {
     0: ("budget", "paths", "seeding", "results", "profiles", "odeblock", "dynamics", "attacks", "noise", "defences",
         "regularisers", "training", "engine", "memory", "timing", "evaluation", "tables", "figures", "data", "models",
+        "wording",
         "compare", "reference"),
     1: ("store", "units", "verdict", "display"),
     2: ("chapters",),

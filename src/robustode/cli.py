@@ -1,4 +1,4 @@
-"""Command line: ``python -m robustode {plan,run,reproduce,book,report,data,params}``."""
+"""Command line: python -m robustode {plan,run,reproduce,book,report,data,params}."""
 
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _notebook_command(run: Callable[[], Path], label: str) -> int:
-    """Run ``run``; a failing notebook becomes one error line and exit status 1."""
+    """Run ``run``; a failing notebook or book build becomes one error line and exit status 1."""
+    from robustode.book import BookFailed
     from robustode.reproduce import NotebookFailed
 
     try:
         path = run()
-    except NotebookFailed as err:
+    except (NotebookFailed, BookFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{label}: {path}")
@@ -73,15 +74,41 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data(args: argparse.Namespace) -> int:
-    from robustode.data.images import IMAGE_SETS, DataMissing, check_dataset, fetch, missing_files
-    from robustode.paths import data_dir
+IMGNET10 = "ImgNet10"
 
-    names = args.names or list(IMAGE_SETS)
+
+def _imgnet10_line(fetch: bool) -> tuple[str, bool]:
+    """ImgNet10 is read from $ROBUSTODE_IMAGENET (ImageNet or Imagenette class folders), never downloaded."""
+    import os
+
+    from robustode.data.imgnet10 import missing_folders
+
+    root = os.environ.get("ROBUSTODE_IMAGENET")
+    missing = missing_folders(root)
+    if not missing:
+        return f"{IMGNET10:<14} available (ROBUSTODE_IMAGENET={root})", False
+    where = f"{len(missing)} of 20 class folders missing under {root}" if root else "ROBUSTODE_IMAGENET is not set"
+    if fetch:
+        print(f"could not fetch {IMGNET10}: it is not downloadable here; set ROBUSTODE_IMAGENET to a folder with "
+              "ImageNet or Imagenette train/ and val/", file=sys.stderr)
+    return f"{IMGNET10:<14} missing: {where} (ImageNet or Imagenette train/ and val/ class folders)", fetch
+
+
+def _data(args: argparse.Namespace) -> int:
+    from robustode.data.images import IMAGE_SETS, DataMissing, fetch, missing_files
+    from robustode.paths import data_dir
+    from robustode.profiles import check_choice
+
+    names = args.names or [*IMAGE_SETS, IMGNET10]
     for name in names:
-        check_dataset(name)
+        check_choice("data set", name, [*IMAGE_SETS, IMGNET10])
     failed = []
     for name in names:
+        if name == IMGNET10:
+            line, not_fetched = _imgnet10_line(args.fetch)
+            print(line)
+            failed += [name] if not_fetched else []
+            continue
         if args.fetch:
             try:
                 fetch(name)
@@ -187,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="which data sets are on disk; --fetch downloads missing ones (torchvision)")
-    data.add_argument("names", nargs="*", help="data sets (default: all)")
+    data.add_argument("names", nargs="*", help="data sets (default: all, ImgNet10 included)")
     data.add_argument("--fetch", action="store_true", help="download missing data sets with torchvision")
     data.add_argument("--strict", action="store_true", help="exit 1 if a data set could not be fetched")
     data.set_defaults(func=_data)

@@ -11,11 +11,7 @@ from collections.abc import Callable, Iterable
 
 from robustode.profiles import tier, tiers
 from robustode.store import Store
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 step``, ``2 steps`` (``many`` for irregular plurals)."""
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+from robustode.wording import device_label, plural  # display.plural: the package's one plural, used by chapters
 
 
 def _emit(markdown: str) -> None:
@@ -33,7 +29,7 @@ def _emit(markdown: str) -> None:
 def show(content: list[dict] | list[str] | str, title: str | None = None, empty: str | None = None) -> None:
     """Display rows as a table, strings as a bulleted list, or a text as Markdown, under an optional bold
     ``title``; with nothing to show, the one italic line ``empty`` (when given) instead."""
-    from robustode.tables import markdown_table
+    from robustode.tables import table_block
 
     parts = [f"**{title}**"] if title else []
     if not content:
@@ -43,7 +39,7 @@ def show(content: list[dict] | list[str] | str, title: str | None = None, empty:
     elif isinstance(content, str):
         parts.append(content)
     elif isinstance(content[0], dict):
-        parts.append(markdown_table(content))
+        parts.append(table_block(content))  # escaped cells, in a scroll container with a sticky key column
     else:
         parts.append("\n".join(f"* {line}" for line in content))
     _emit("\n\n".join(parts))
@@ -68,7 +64,7 @@ def caption(store: Store, experiments: Iterable[str]) -> str:
     what = f"profile `{store.profile}` — {tier(store.profile).label}"
     if not runs:
         return what
-    devices = sorted({r["provenance"]["device"] for r in runs})
+    devices = sorted({device_label(r["provenance"]["device"]) for r in runs})
     commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] + ("+" if r["provenance"].get("git_dirty") else "")
                       for r in runs})
     return f"{what}; {plural(len(runs), 'run')} on {'; '.join(devices)}; commit {', '.join(commits)}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from robustode.reference import reference_values
 from robustode.results import mean_sd
+from robustode.tables import Markdown
 
 
 def log_vs_table() -> list[dict]:
@@ -80,6 +81,7 @@ def table_4_hidden_sizes() -> list[dict]:
     return rows
 
 
+# Markdown cells: the formulas are maths ($...$, never "|" inside a table cell: \lvert, \rvert).
 TEXTUAL = [
     ("Eq. (5)", "Meant to be TisODE's time-invariant dynamics, it still writes $f(h(t), t, \\Theta)$: the $t$ must go "
      "(our TisODE field ignores $t$, and a test checks it)."),
@@ -117,7 +119,8 @@ TEXTUAL = [
 
 
 def textual() -> list[dict]:
-    return [{"where": where, "what": what} for where, what in TEXTUAL]
+    """The textual errata; "what" is Markdown with its formulas as maths (tables.Markdown: not escaped)."""
+    return [{"where": where, "what": Markdown(what)} for where, what in TEXTUAL]
 
 
 def tisode_log_margin() -> list[dict]:

@@ -36,5 +36,30 @@ def skipped(what: str) -> None:
         print(text)
 
 
+# The book's content column is about 690 px wide at a 1280 px window; figures are drawn at matplotlib's
+# 100 dpi, so a figure no wider than this many inches is shown at its own size and its text stays
+# as large as it was drawn (the browser check fails on figures scaled below 75 %).
+COLUMN_WIDTH_IN = 6.8
+MAX_PANELS_PER_ROW = 2
+
+
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.4, **kw):
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), constrained_layout=True, **kw)
+    """A figure of ``nrows`` x ``ncols`` panels (``width`` x ``height`` inches each) that fits the book's column.
+
+    A single row of more than :data:`MAX_PANELS_PER_ROW` panels is wrapped into rows of two (the axes
+    still come back as one flat array of ``ncols``; a spare slot is hidden), and a figure wider than
+    :data:`COLUMN_WIDTH_IN` is scaled down to it — panels shrink, the font sizes do not.
+    """
+    if nrows == 1 and ncols > MAX_PANELS_PER_ROW and kw.get("squeeze", True):
+        rows = -(-ncols // MAX_PANELS_PER_ROW)
+        fig, grid = _subplots(rows, MAX_PANELS_PER_ROW, width, height, **kw)
+        flat = grid.ravel()
+        for ax in flat[ncols:]:
+            ax.set_visible(False)
+        return fig, flat[:ncols]
+    return _subplots(nrows, ncols, width, height, **kw)
+
+
+def _subplots(nrows: int, ncols: int, width: float, height: float, **kw):
+    scale = min(1.0, COLUMN_WIDTH_IN / (width * ncols))
+    return plt.subplots(nrows, ncols, figsize=(width * ncols * scale, height * nrows * scale), constrained_layout=True, **kw)

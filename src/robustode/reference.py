@@ -34,7 +34,10 @@ class Printed:
 
     @property
     def label(self) -> str:
-        return " / ".join(self.key)
+        """The key path as a reader writes it: "MNIST / Gaussian σ = 100 / ODENet" (not ``gaussian_sigma_100``)."""
+        from robustode.wording import key_label
+
+        return " / ".join(key_label(k) for k in self.key)
 
 
 def _digits(x: float) -> int:

@@ -49,29 +49,43 @@ def mean_attention(runs: list[dict], datasets: list[str], models=("ClassicAttent
 
 
 def example_attention(runs: list[dict], dataset: str, models=("ClassicAttention", "ODEAttention"), count: int = 4):
-    """Test images with each model's attention on their rows (ODE: one column per time point), the Fig. 5 view."""
+    """Test images with each model's attention on their rows (ODE: one column per time point), the Fig. 5 view.
+
+    Every heatmap shares one colour scale (the colour bar on the right); its rows are the image's rows.
+    """
     found = {m: _seed0(runs, m, dataset) for m in models}
     if not all(found.values()):
         skipped(f"attention examples, {dataset}")
         return None
     examples = {m: found[m]["examples"] for m in models}
     count = min(count, len(examples[models[0]]["labels"]))
+    weights = {m: [np.array(examples[m]["weights"][k]).T for k in range(count)] for m in models}  # (L, T) each
+    top = max(max(float(w.max()) for w in maps) for maps in weights.values()) or 1e-6
+    times = _times(runs)
     fig, axes = new_figure(1 + len(models), count, width=2.2, height=2.2, squeeze=False)
     for k in range(count):
         image = np.array(examples[models[0]]["images"][k])
         axes[k][0].imshow(image, cmap="gray_r")
         axes[k][0].set_title(f"label {examples[models[0]]['labels'][k]}", fontsize=8)
+        axes[k][0].set_ylabel("image row", fontsize=7)
+        axes[k][0].set_xticks([])
         for j, name in enumerate(models, start=1):
-            w = np.array(examples[name]["weights"][k]).T  # (L, T)
-            axes[k][j].imshow(w, aspect="auto", cmap="magma", vmin=0, vmax=max(w.max(), 1e-6))
-            axes[k][j].set_title(f"{name.removesuffix('Attention')}: pred {examples[name]['predicted'][k]}, max {w.max():.2f}",
-                                 fontsize=8)
-            axes[k][j].set_xticks(range(w.shape[1]))
-            axes[k][j].set_xticklabels([f"{t:g}" for t in _times(runs)[: w.shape[1]]] if w.shape[1] > 1 else ["-"], fontsize=6)
+            w, ax = weights[name][k], axes[k][j]
+            shown = ax.imshow(w, aspect="auto", cmap="magma", vmin=0, vmax=top)
+            ax.set_title(f"{name.removesuffix('Attention')}: pred {examples[name]['predicted'][k]}, max {w.max():.2f}",
+                         fontsize=8)
+            ax.set_ylabel("image row", fontsize=7)
+            if w.shape[1] > 1:
+                ax.set_xticks(range(w.shape[1]))
+                ax.set_xticklabels([f"{t:g}" for t in times[: w.shape[1]]], fontsize=6)
+            else:
+                ax.set_xticks([])
         for ax in axes[k]:
             ax.tick_params(labelsize=6)
-    axes[-1][1].set_xlabel("time point", fontsize=7)
-    axes[-1][0].set_xlabel("row index on the y axes", fontsize=7)
+    for j, name in enumerate(models, start=1):
+        single = weights[name][0].shape[1] == 1
+        axes[-1][j].set_xlabel("one map (no time axis)" if single else "time t", fontsize=7)
+    fig.colorbar(shown, ax=[ax for row in axes for ax in row[1:]], shrink=0.6, label="attention weight")
     return fig
 
 
