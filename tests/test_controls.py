@@ -19,6 +19,7 @@ from robustode.results import config_key
 from robustode.store import Store
 
 needs_mnist = pytest.mark.skipif(not is_available("MNIST"), reason="MNIST not in data/")
+DATA = data_dir()  # resolved before any fixture moves the project root (results_tmp)
 
 
 @pytest.fixture(autouse=True)
@@ -299,7 +300,7 @@ def _tiny_with_controls() -> dict:
 @needs_mnist
 @pytest.mark.slow
 def test_a_tiny_control_run_goes_through_the_plan_and_shows_beside_its_model(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
+    monkeypatch.setenv("ROBUSTODE_DATA", str(DATA))
     monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
     prof = _tiny_with_controls()
     runs = robustness.run.ensure_runs(prof, ["ODENet", "ResNet10-tied", "ODENet-dopri5"], "MNIST", "cpu",
@@ -323,7 +324,7 @@ def test_a_tiny_control_run_goes_through_the_plan_and_shows_beside_its_model(mon
 
 @needs_mnist
 def test_a_tiny_attention_control_run_shows_beside_the_models_it_is_compared_with(results_tmp, monkeypatch):
-    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
+    monkeypatch.setenv("ROBUSTODE_DATA", str(DATA))
     profile = load_profile("quick")
     profile["attention"].update(
         runs=[{"models": ["ODEAttention", "ClassicAttention-32"], "datasets": ["MNIST"], "repetitions": 1}],

@@ -34,13 +34,9 @@ import torch
 from robustode.paths import results_dir
 from robustode.results import config_key, load_results, load_run, write_json_atomic, write_result
 from robustode.training import save_atomic
+from robustode.wording import not_run  # noqa: F401  (re-exported: the store's reasons use the one wording)
 
 MODEL_FORMAT = "robustode.model/1"
-
-
-def not_run(reason: str = "") -> str:
-    """The one wording for a row or figure without runs: "not run: <reason>"."""
-    return f"not run: {reason}" if reason else "not run"
 
 
 class RunLocked(RuntimeError):

@@ -26,7 +26,7 @@ from scipy import stats
 from robustode.profiles import tier
 from robustode.reference import Printed
 from robustode.results import mean_sd
-from robustode.store import not_run
+from robustode.wording import not_run
 
 CONFIDENCE = 0.95
 

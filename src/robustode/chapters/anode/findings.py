@@ -6,6 +6,7 @@ from __future__ import annotations
 from robustode.chapters.anode.memory import constant_memory_check, memory_series, peak_bytes, slope
 from robustode.chapters.anode.tables import sweep_summary
 from robustode.store import Store
+from robustode.wording import plural
 
 
 def ending(store: Store, datasets: list[str]) -> list[str]:
@@ -50,7 +51,7 @@ def memory_findings(runs: list[dict], methods: list[str], adaptive_method: str) 
         c = constant_memory_check(runs, method)
         lo, hi = c["steps"]
         per_eval = slope(series[f"{method}, backprop"], lambda m: m["saved_bytes"]) / 2**20
-        times = ", ".join(f"{n} steps: {r:.1f}×" for n, r in c["time_ratio"].items())
+        times = ", ".join(f"{plural(int(n), 'step')}: {r:.1f}×" for n, r in c["time_ratio"].items())
         lines.append(
             f"**{method}**, {lo} to {hi} steps: backprop's saved bytes grow {c['backprop_saved_ratio']:.1f}× "
             f"({per_eval:.2f} MiB per function evaluation) and its allocator peak {c['backprop_peak_ratio']:.1f}×; the "
@@ -80,7 +81,7 @@ def training_cost(store: Store, datasets: list[str], instability: list[dict]) ->
     failures = sum(1 for r in [*runs, *instability] if r["metrics"]["failure"])
     out = [f"Training (profile `{store.profile}`): {iterations:,} iterations in {seconds:.0f} s "
            f"({seconds / max(iterations, 1):.2f} s per iteration, dopri5 + adjoint, on "
-           f"{'; '.join(sorted({r['provenance']['device'] for r in runs}))}); {failures} run(s) stopped by a solver failure."]
+           f"{'; '.join(sorted({r['provenance']['device'] for r in runs}))}); {plural(failures, 'run')} stopped by a solver failure."]
     checks = [r["metrics"]["solver_check"] for r in runs if r["metrics"].get("solver_check")]
     checks = [c for c in checks if not c.get("failure")]
     if checks:

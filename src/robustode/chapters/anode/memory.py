@@ -24,6 +24,7 @@ from robustode.seeding import seed_everything
 from robustode.store import Store
 from robustode.timing import cpu_threads
 from robustode.units import run_once
+from robustode.wording import plural
 
 
 class ConvResNet(nn.Module):
@@ -131,7 +132,7 @@ def memory_table(runs: list[dict]) -> list[dict]:
     for label, points in memory_series(runs).items():
         for m in points:
             size = (f"depth {m['depth']}" if m["kind"] == "resnet" else
-                    f"{m['steps']} steps" if "steps" in m else f"tol {m['tol']:g}")
+                    plural(m["steps"], "step") if "steps" in m else f"tol {m['tol']:g}")
             rows.append({
                 "solver / gradient": label,
                 "setting": size,

@@ -12,8 +12,9 @@ from robustode.data.images import check_dataset
 from robustode.models import count_parameters
 from robustode.reference import Printed, printed
 from robustode.results import fmt_mean_sd
-from robustode.store import Store, not_run
+from robustode.store import Store
 from robustode.verdict import Reproduced, row
+from robustode.wording import not_run
 
 
 def why_empty(store: Store, dataset: str) -> str:

@@ -12,9 +12,10 @@ from robustode.data.images import IMAGE_SETS, is_available
 from robustode.models.attention import CLASSES, DATASETS
 from robustode.reference import Printed, printed, reference_values
 from robustode.results import fmt_mean_sd, mean_sd
-from robustode.store import Store, not_run
-from robustode.tables import flag
+from robustode.store import Store
+from robustode.tables import Maths, flag, maths
 from robustode.verdict import Reproduced, row
+from robustode.wording import device_label, key_label, not_run
 
 ATTENTION_MODELS = {"Classic Attention": "ClassicAttention", "Neural ODE Attention": "ODEAttention"}
 
@@ -66,10 +67,27 @@ def shared_rows(store: Store) -> list[dict]:
     for c in _audit(store)["shared"]:
         chosen = c["encoder_bias"] and c["attention"] == "score vector w . h_i + b" and c["attention_blocks"] == 1 \
             and c["extra_layernorms"] == 1 and c["extra_scalars"] == 0
-        rows.append({"encoder bias": c["encoder_bias"], "attention block": c["attention"],
+        rows.append({"encoder bias": c["encoder_bias"], "attention block": block_maths(c["attention"]),
                      "copies": c["attention_blocks"], "extra LayerNorm(h)": c["extra_layernorms"],
                      "lone scalar parameters": c["extra_scalars"], "built here": "yes" if chosen else ""})
     return rows
+
+
+def block_maths(name: str) -> Maths | str:
+    """An attention block of the audit's menu (:func:`robustode.chapters.attention.audit._attention_menu`, whose
+    plain names are its keys) written as maths."""
+    import re
+
+    fixed = {"score vector w . h_i + b": r"w^\top h_i + b", "score vector w . h_i (no bias)": r"w^\top h_i",
+             "learned query q . h_i": r"q^\top h_i", "nn.MultiheadAttention": r"\mathrm{MultiheadAttention}(h)"}
+    if name in fixed:
+        return maths(fixed[name])
+    m = re.fullmatch(r"(W_q, W_k(?:, W_v)?): h x (\w+)( \+ bias)?(, V = states)?", name)
+    if not m:
+        return name
+    width = "h" if m[2] == "h" else m[2]
+    tex = m[1] + rf" \in \mathbb{{R}}^{{h \times {width}}}" + (r"\ \text{with bias}" if m[3] else "")
+    return maths(tex + (r",\ V = \text{states}" if m[4] else ""))
 
 
 def room_rows(store: Store) -> list[dict]:
@@ -77,7 +95,7 @@ def room_rows(store: Store) -> list[dict]:
     rows = []
     for name, r in _audit(store)["room"].items():
         rows.append({"model": PAPER_NAMES[name], "left for attention and anything else": r["free_after_encoder_decoder_field"],
-                     "one hidden x hidden matrix": r["one_hxh"], "W_q, W_k, W_v (hidden x hidden)": r["three_hxh"],
+                     "one h × h matrix": r["one_hxh"], "W_q, W_k, W_v (each h × h)": r["three_hxh"],
                      "fits": "yes" if r["three_hxh"] <= r["free_after_encoder_decoder_field"] else "no"})
     return rows
 
@@ -144,7 +162,7 @@ def table3_rows(store: Store) -> list[dict]:
                 continue
             for metric in METRICS:
                 p = printed("table_3_ode_attention", PAPER_NAMES[name], dataset, metric)
-                r = row(p, report_values(p, store), label=metric)
+                r = row(p, report_values(p, store), label=key_label(metric))
                 rows.append({"model": PAPER_NAMES[name], "dataset": dataset, "column": r.pop("quantity"), **r})
     return rows
 
@@ -247,7 +265,7 @@ def timing_rows(store: Store) -> list[dict]:
         name, dataset = run["params"]["model"], run["params"]["dataset"]
         for t in run["metrics"]["timings"]:
             rows.append({
-                "model": name, "dataset": dataset, "device": t["device"], "batch": t["batch"],
+                "model": name, "dataset": dataset, "device": device_label(t["device"]), "batch": t["batch"],
                 "median ms / pass": f"{1e3 * t['median_s']:.2f}",
                 "IQR ms": f"{1e3 * t['q1_s']:.2f}-{1e3 * t['q3_s']:.2f}",
                 "images / s": f"{t['images_per_s']:,.0f}",

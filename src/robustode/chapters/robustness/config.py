@@ -142,7 +142,7 @@ def available(dataset: str, imagenet_root: str | None = None) -> tuple[bool, str
     check_choice("dataset", dataset, DATASETS)
     if dataset == "ImgNet10":
         missing = imgnet10.missing_folders(imagenet_root)
-        where = f"under {imagenet_root}" if imagenet_root else "given: set ROBUSTODE_IMAGENET or imagenet_root"
+        where = f"under {imagenet_root}" if imagenet_root else "given: set the ROBUSTODE_IMAGENET environment variable"
         return (not missing, "" if not missing else f"data missing (no ImageNet class folders {where})")
     ok = torchvision_available(dataset)
     return ok, "" if ok else f"data missing ({dataset} files not in the data folder)"

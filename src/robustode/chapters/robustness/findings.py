@@ -6,11 +6,11 @@ from __future__ import annotations
 from robustode.chapters.robustness.config import TABLE_MODELS, table_one_rows
 from robustode.chapters.robustness.tables import _by_model, _runs, failed_checks, table_value
 from robustode.compare import Difference, paired_bootstrap, welch_interval
-from robustode.display import plural
 from robustode.profiles import tier
 from robustode.reference import reference_values
 from robustode.results import mean_sd, unpack_flags
 from robustode.store import Store
+from robustode.wording import plural
 
 PAIRS = (("CNN", "ODENet"), ("ODENet", "TisODE"), ("CNN", "TisODE"))
 

@@ -20,13 +20,13 @@ from robustode.chapters.robustness.config import (
     missing_reason,
     table_one_rows,
 )
-from robustode.display import plural
 from robustode.evaluation import sanity_checks
 from robustode.reference import Printed, printed, reference_values
 from robustode.results import fmt_mean_sd, mean_sd
-from robustode.store import Store, not_run
+from robustode.store import Store
 from robustode.tables import flag
 from robustode.verdict import Reproduced, row
+from robustode.wording import not_run, plural
 
 
 def _runs(store: Store, dataset: str) -> list[dict]:

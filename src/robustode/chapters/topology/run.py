@@ -20,6 +20,7 @@ from robustode.models.toy import ODENet, ResNet
 from robustode.profiles import experiment_config, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
+from robustode.timing import cpu_threads
 from robustode.training import TrainSpec, correct_sign, train
 from robustode.units import DONE, PENDING, Context, Progress, Unit, ensure
 
@@ -160,7 +161,9 @@ def _run_part(profile: str | dict, part: str, device: str, results_dir: Path | N
     cfg = _config(profile, part)
     name = profile if isinstance(profile, str) else profile["name"]
     ctx = Context(Store(name, results_dir), resolve_device(device), Deadline(), progress)
-    found = [ensure(u, ctx, cfg["resume"], compute) for u in units(profile) if u.experiment == f"topology-{part}"]
+    # tiny models: a second intra-op thread only spins on a shared machine (the quick profile sets one)
+    with cpu_threads(cfg.get("cpu_threads")):
+        found = [ensure(u, ctx, cfg["resume"], compute) for u in units(profile) if u.experiment == f"topology-{part}"]
     return [r for r in found if r is not None]
 
 
