@@ -110,9 +110,7 @@ def test_the_augmented_odenet_appends_zero_channels_and_its_head_reads_them():
 
 
 def _cfg(profile: str | dict = "paper-short", **common) -> dict:
-    cfg = robustness.config.config(profile)
-    cfg.update(common)
-    return cfg
+    return {**robustness.config.config(profile), **common}  # settings are read-only: a new mapping
 
 
 def test_the_steady_state_term_is_added_for_exactly_the_models_whose_spec_says_so():

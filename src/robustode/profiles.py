@@ -9,6 +9,7 @@ and 5 want a GPU). Each profile's ``tier`` says what its numbers are worth again
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -44,6 +45,59 @@ def load_profile(name: str) -> dict[str, Any]:
 @cache
 def _read(name: str) -> dict[str, Any]:
     return yaml.safe_load(resources.files("robustode").joinpath("profiles", f"{name}.yaml").read_text())
+
+
+class Settings(Mapping[str, Any]):
+    """A profile section's settings once validated: read-only all the way down (nested sections are Settings,
+    lists become tuples), readable as ``cfg["width"]`` or ``cfg.width``. What a chapter's ``config`` returns, so
+    that no function can change what another one reads. :func:`plain` turns it back into dicts and lists (the
+    run's identity is hashed from that: the same bytes as the profile's own values)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", {k: _freeze(v) for k, v in values.items()})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"no setting {key!r}; settings: {', '.join(self._values)}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("settings are read-only: build a new one ({**cfg, key: value})")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Settings({plain(self)!r})"
+
+    def __reduce__(self):  # picklable (cluster jobs carry settings)
+        return Settings, (plain(self),)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value if isinstance(value, Settings) else Settings(value)
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def plain(value: Any) -> Any:
+    """Settings (or any mappings and sequences in them) as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from robustode.paths import project_root
+from robustode.profiles import plain
 
 PACKAGES = ("robustode", "torch", "torchdiffeq", "torchvision", "numpy")
 
@@ -86,7 +87,7 @@ EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threa
 def config_key(params: dict) -> str:
     """A short stable hash of the parameters that change a run's numbers (not :data:`EXECUTION_ONLY`):
     a stored run is reused, and a checkpoint resumed, only if these match exactly."""
-    numeric = {k: v for k, v in params.items() if k not in EXECUTION_ONLY}
+    numeric = {k: plain(v) for k, v in params.items() if k not in EXECUTION_ONLY}
     return hashlib.sha256(json.dumps(numeric, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -99,6 +100,10 @@ def write_json_atomic(path: Path, payload: Any) -> Path:
 
 
 def _jsonable(value: Any) -> Any:
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):  # read-only settings
+        return dict(value)
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, Path):

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from robustode.paths import results_dir
+from robustode.profiles import plain
 from robustode.results import config_key, load_results, load_run, write_json_atomic, write_result
 from robustode.training import save_atomic
 from robustode.wording import not_run  # noqa: F401  (re-exported: the store's reasons use the one wording)
@@ -91,7 +92,7 @@ class Store:
         """Keep a trained model (weights plus JSON-like ``extra``: history, trainer) and drop its resume state."""
         path = self.model_file(experiment, run, params)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic({"format": MODEL_FORMAT, "params": params, "model": state_dict, **extra}, path)
+        save_atomic({"format": MODEL_FORMAT, "params": plain(params), "model": state_dict, **extra}, path)
         for stale in self.checkpoint(experiment, run, params).parent.glob(f"{run}-{config_key(params)}.*"):
             stale.unlink()
         return path

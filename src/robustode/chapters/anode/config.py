@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from robustode.data.images import is_available
 from robustode.odeblock import check_method
-from robustode.profiles import check_positive, experiment_config
+from robustode.profiles import Settings, check_positive, experiment_config
 
 DATA_MISSING = "data missing ({} files not in the data folder)"
 
@@ -17,7 +17,7 @@ def _profile_name(profile: str | dict) -> str:
     return profile if isinstance(profile, str) else profile["name"]
 
 
-def _config(profile: str | dict, part: str) -> dict:
+def _config(profile: str | dict, part: str) -> Settings:
     section = experiment_config(profile, "anode")
     cfg = {**section["common"], **section[part]}
     sizes = ("epochs", "batch_size", "lr", "repetitions", "tol", "max_num_steps", "eval_batch",
@@ -28,7 +28,7 @@ def _config(profile: str | dict, part: str) -> dict:
             check_positive(**{key: cfg[key]})
     if "method" in cfg:
         check_method(cfg["method"])
-    return cfg
+    return Settings(cfg)
 
 
 def experiment_name(dataset: str) -> str:

@@ -8,7 +8,7 @@ import torch
 
 from robustode.data.images import is_available
 from robustode.models.attention import DATASETS
-from robustode.profiles import check_choice, check_positive, experiment_config
+from robustode.profiles import Settings, check_choice, check_positive, experiment_config
 
 CONTROLS = {
     "ClassicAttention-32": ("ODEAttention", "ClassicAttention"),
@@ -37,7 +37,7 @@ def _profile_name(profile: str | dict) -> str:
     return profile if isinstance(profile, str) else profile["name"]
 
 
-def config(profile: str | dict) -> dict:
+def config(profile: str | dict) -> Settings:
     """The profile's ``attention`` section, checked before any work starts."""
     cfg = experiment_config(profile, "attention")
     check_positive(**{k: cfg[k] for k in ("val_size", "epochs", "batch_size", "lr", "tol", "max_num_steps", "examples")},
@@ -56,7 +56,7 @@ def config(profile: str | dict) -> dict:
         raise ValueError(f"dropout must be in [0, 1), got {cfg['dropout']}")
     if list(cfg["times"]) != sorted(set(cfg["times"])) or cfg["times"][0] <= 0:
         raise ValueError(f"times must be positive and strictly increasing, got {cfg['times']}")
-    return cfg
+    return Settings(cfg)
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:

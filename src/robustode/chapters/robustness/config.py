@@ -12,7 +12,7 @@ from robustode.data.images import is_available as torchvision_available
 from robustode.models import model_spec
 from robustode.models.robust import ARCHITECTURES
 from robustode.models.robust import CONTROLS as CONTROLLED
-from robustode.profiles import check_choice, check_positive, experiment_config
+from robustode.profiles import Settings, check_choice, check_positive, experiment_config
 from robustode.reference import reference_values
 
 DATASETS = ("MNIST", "SVHN", "ImgNet10")
@@ -36,7 +36,7 @@ TABLE_MODELS = ("CNN", "ODENet", "TisODE")
 CHAPTER_MODELS = (*TABLE_MODELS, "TisODE+denoise")  # what chapters 2-3 train; their "not run" rows when data are missing
 
 
-def config(profile: str | dict, dataset: str = "MNIST") -> dict:
+def config(profile: str | dict, dataset: str = "MNIST") -> Settings:
     """The profile's ``robustness`` settings for one dataset, checked before any work."""
     check_choice("dataset", dataset, DATASETS)
     section = experiment_config(profile, "robustness")
@@ -56,7 +56,7 @@ def config(profile: str | dict, dataset: str = "MNIST") -> dict:
     control_plan(profile)
     if not isinstance(cfg["concurrent_seeds"], bool):
         raise ValueError(f"concurrent_seeds must be true or false, got {cfg['concurrent_seeds']!r}")
-    return cfg
+    return Settings(cfg)
 
 
 def control_plan(profile: str | dict) -> tuple[list[str], int]:
