@@ -33,7 +33,7 @@ from robustode.training import train
 def settings(args: argparse.Namespace) -> dict:
     prof = load_profile("full")
     common = prof["robustness"]["common"]
-    common.update(epochs=args.epochs, seeds=args.seeds, width=args.width, train_size=args.train_size,
+    common.update(epochs=args.epochs, repetitions=args.seeds, width=args.width, train_size=args.train_size,
                   milestones=[m for m in common["milestones"] if m < args.epochs])
     if args.steady_start is not None:
         common["steady_start_epoch"] = args.steady_start

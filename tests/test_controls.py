@@ -193,12 +193,12 @@ def test_paper_short_keeps_its_nine_main_units_and_runs_the_controls_after_them_
     cfg = robustness.config.config("paper-short")
     for unit in units[:9]:
         name = unit.params["model"]
-        assert unit.params == robustness.config.run_params(name, cfg) and unit.params["seeds"] == 3
+        assert unit.params == robustness.config.run_params(name, cfg) and unit.params["repetitions"] == 3
         assert (config_key(unit.params), config_key(robustness.config.training_params(name, cfg))) == MAIN_KEYS[name]
         assert unit.run == f"{name}-seed{unit.seed}" and unit.priority == 10 * unit.seed + main.index(unit.id) % 3
     for unit in units[9:]:
         # a control's run has a main run's parameters: only the execution-only seed count differs
-        assert unit.seed == 0 and unit.params == {**robustness.config.run_params(unit.params["model"], cfg), "seeds": 1}
+        assert unit.seed == 0 and unit.params == {**robustness.config.run_params(unit.params["model"], cfg), "repetitions": 1}
         assert unit.stages == ["noise", "faithful", "strong 0.2", "strong 0.3", "sanity"]
 
 
@@ -208,11 +208,11 @@ def test_asking_for_models_by_name_keeps_each_its_own_seed_count():
 
 
 @pytest.mark.parametrize("controls, message", [
-    ({"models": ["ResNet152"], "seeds": 1}, "unknown control model 'ResNet152'"),
-    ({"models": ["ResNet10-tied"], "seeds": 0}, "controls.seeds must be a positive whole number"),
-    ({"models": ["ResNet10-tied"]}, "controls.seeds must be a positive whole number"),
-    ({"models": ["ResNet10-tied", "ResNet10-tied"], "seeds": 1}, "lists a model twice"),
-    ({"models": ["ResNet10-tied"], "seeds": 1, "seed": 2}, "unknown key(s) in robustness.controls: seed"),
+    ({"models": ["ResNet152"], "repetitions": 1}, "unknown control model 'ResNet152'"),
+    ({"models": ["ResNet10-tied"], "repetitions": 0}, "controls.repetitions must be a positive whole number"),
+    ({"models": ["ResNet10-tied"]}, "controls.repetitions must be a positive whole number"),
+    ({"models": ["ResNet10-tied", "ResNet10-tied"], "repetitions": 1}, "lists a model twice"),
+    ({"models": ["ResNet10-tied"], "repetitions": 1, "seed": 2}, "unknown key(s) in robustness.controls: seed"),
 ])
 def test_a_bad_controls_section_is_one_clear_error_before_any_work(controls, message):
     profile = load_profile("paper-short")
@@ -290,7 +290,7 @@ def _tiny_with_controls() -> dict:
     from test_robustness import tiny_profile
 
     prof = tiny_profile()
-    prof["robustness"]["controls"] = {"models": ["ResNet10-tied", "ODENet-dopri5"], "seeds": 1}
+    prof["robustness"]["controls"] = {"models": ["ResNet10-tied", "ODENet-dopri5"], "repetitions": 1}
     prof["robustness"]["defences"].update(randomise=[])
     return prof
 
@@ -304,7 +304,7 @@ def test_a_tiny_control_run_goes_through_the_plan_and_shows_beside_its_model(mon
     runs = robustness.run.ensure_runs(prof, ["ODENet", "ResNet10-tied", "ODENet-dopri5"], "MNIST", "cpu",
                                       tmp_path / "r", progress=False)
     by = {r["params"]["model"]: r for r in runs}
-    assert list(by) == ["ODENet", "ResNet10-tied", "ODENet-dopri5"] and by["ResNet10-tied"]["params"]["seeds"] == 1
+    assert list(by) == ["ODENet", "ResNet10-tied", "ODENet-dopri5"] and by["ResNet10-tied"]["params"]["repetitions"] == 1
     dopri = by["ODENet-dopri5"]["metrics"]
     assert dopri["trainer"] == "plain" and dopri["sanity"]["solver_transfer"]["steps"] == [0.25, "dopri5"]
     assert "solver_transfer" not in by["ResNet10-tied"]["metrics"]["sanity"]  # no solver to transfer

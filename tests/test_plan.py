@@ -158,7 +158,7 @@ RUNNER = textwrap.dedent("""
     from test_robustness import tiny_profile
     from robustode import plan
     prof = tiny_profile()
-    prof["robustness"]["common"].update(epochs=4, train_size=256, checkpoint=True, resume=True, seeds=1)
+    prof["robustness"]["common"].update(epochs=4, train_size=256, checkpoint=True, resume=True, repetitions=1)
     prof["robustness"]["defences"].update(randomise=[])
     outcome = plan.advance(prof, only=["robustness/MNIST/CNN/seed0"], device="cpu", progress=False, threads=1)
     print(json.dumps(outcome.finished))

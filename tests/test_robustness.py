@@ -241,7 +241,7 @@ def test_the_engine_trains_a_run_with_checkpoints_and_the_plain_loop_stays_the_c
 @needs_mnist
 @pytest.mark.slow
 def test_seeds_trained_together_give_the_runs_they_give_one_at_a_time(monkeypatch, tmp_path):
-    prof = checkpointed_profile(monkeypatch, tmp_path, seeds=2, trainer="engine")
+    prof = checkpointed_profile(monkeypatch, tmp_path, repetitions=2, trainer="engine")
     prof["robustness"]["defences"].update(randomise=[])
     metrics = {}
     for together in (False, True):

@@ -527,7 +527,7 @@ def tiny_profile() -> dict:
     full = load_profile("full")
     rob, anode = full["robustness"], full["anode"]
     rob["models"] = ["CNN", "TisODE"]
-    rob["common"].update(width=4, train_size=96, val_size=32, epochs=2, batch_size=32, seeds=1, eval_batch=64,
+    rob["common"].update(width=4, train_size=96, val_size=32, epochs=2, batch_size=32, repetitions=1, eval_batch=64,
                          trainer="engine", concurrent_seeds=False, steady_start_epoch=1, cpu_threads=1)
     rob["evaluation"] = {"noise_images": 32, "attack_images": 8,
                          "strong": {"images": 8, "steps": [2, 3], "restarts": 1, "eot": 1},

@@ -42,7 +42,7 @@ def config(profile: str | dict, dataset: str = "MNIST") -> Settings:
     section = experiment_config(profile, "robustness")
     cfg = {**section["common"], **section["evaluation"], **section["datasets"][dataset],
            "defences": section["defences"], "dataset": dataset}
-    check_positive(**{k: cfg[k] for k in ("width", "epochs", "batch_size", "lr", "seeds", "val_size", "attack_images",
+    check_positive(**{k: cfg[k] for k in ("width", "epochs", "batch_size", "lr", "repetitions", "val_size", "attack_images",
                                           "eval_batch")})
     optional = {"train_size": cfg["train_size"], "noise_images": cfg["noise_images"], "strong.images": cfg["strong"]["images"],
                 "autoattack.images": cfg["autoattack"]["images"]}
@@ -60,21 +60,21 @@ def config(profile: str | dict, dataset: str = "MNIST") -> Settings:
 
 
 def control_plan(profile: str | dict) -> tuple[list[str], int]:
-    """The profile's ``robustness.controls`` (``{models: [...], seeds: k}``): the control models trained on every
+    """The profile's ``robustness.controls`` (``{models: [...], repetitions: k}``): the control models trained on every
     data set of the section after its main models, and how many seeds each gets; ``([], 0)`` when absent."""
     entry = experiment_config(profile, "robustness").get("controls")
     if not entry:
         return [], 0
-    unknown = set(entry) - {"models", "seeds"}
+    unknown = set(entry) - {"models", "repetitions"}
     if unknown:
         raise ValueError(f"unknown key(s) in robustness.controls: {', '.join(sorted(unknown))}; expected models, seeds")
-    models, seeds = list(entry.get("models") or []), entry.get("seeds")
+    models, seeds = list(entry.get("models") or []), entry.get("repetitions")
     for name in models:
         check_choice("control model", name, CONTROLS)
     if len(set(models)) != len(models):
         raise ValueError(f"robustness.controls.models lists a model twice: {models}")
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"robustness.controls.seeds must be a positive whole number, got {seeds!r}")
+        raise ValueError(f"robustness.controls.repetitions must be a positive whole number, got {seeds!r}")
     main = experiment_config(profile, "robustness").get("models", [])
     if both := [m for m in models if m in main]:
         raise ValueError(f"model(s) {', '.join(both)} listed both as main models and as controls")

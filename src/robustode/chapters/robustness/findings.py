@@ -27,7 +27,7 @@ def profile_banner(cfg: dict, profile: str) -> str:
         f"{cfg['train_size'] or 'all'} training images less a {cfg['val_size']:,}-image validation split, "
         f"{plural(cfg['epochs'], 'epoch')} of batch {cfg['batch_size']}, Adam lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
         f"LR milestones {cfg['milestones'] or 'none'}, steady-state term from epoch {cfg['steady_start_epoch']} (0-based), "
-        f"{plural(cfg['seeds'], 'seed')}; faithful attacks on {cfg['attack_images']:,} of Yan et al.'s 1,000 images; strong PGD "
+        f"{plural(cfg['repetitions'], 'seed')}; faithful attacks on {cfg['attack_images']:,} of Yan et al.'s 1,000 images; strong PGD "
         f"on {strong['images'] or 'all test'} images ({plural(max(strong['steps']), 'step')} × "
         f"{plural(strong['restarts'], 'restart')}); {aa_text} on {aa['images'] or 'all test'} images"
     )

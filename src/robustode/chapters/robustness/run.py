@@ -555,7 +555,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
           models: tuple[str, ...] | list[str] | None = None) -> list:
     """The run plan's units of chapters 2-3: one per data set x model x seed, seed-major so that a complete first
     seed of every model comes first. The main models (the section's ``models``) get ``seeds`` seeds; then, on the
-    same data set, the section's ``controls.models`` get ``controls.seeds`` (priorities after every main unit of
+    same data set, the section's ``controls.models`` get ``controls.repetitions`` (priorities after every main unit of
     the data set, so the runner finishes the main tables first). ``models`` restricts the units to those names
     (a name listed under ``controls`` keeps the control seeds). A control's run parameters are those of a main
     run of the same model: only the (execution-only) seed count differs."""
@@ -571,9 +571,9 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
     out = []
     for d_index, dataset in enumerate(d for d in DATASETS if d in section["datasets"]):
         main_cfg = config(profile, dataset)
-        control_cfg = {**main_cfg, "seeds": control_seeds}
+        control_cfg = {**main_cfg, "repetitions": control_seeds}
         planned = [(seed, name, main_cfg, 1000 * d_index + 10 * seed + m_index)
-                   for seed in range(main_cfg["seeds"]) for m_index, name in enumerate(main)]
+                   for seed in range(main_cfg["repetitions"]) for m_index, name in enumerate(main)]
         planned += [(seed, name, control_cfg, 1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
                     for seed in range(control_seeds) for c_index, name in enumerate(extra)]
         for seed, name, cfg, priority in planned:
@@ -599,7 +599,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                 if cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, ctx.device,
                                                                                make_model(name, cfg)) != "plain":
                     # at a model's first seed to train: every seed without a model file, at once (engine)
-                    pending = [s for s in range(cfg["seeds"]) if ctx.store.load_model(
+                    pending = [s for s in range(cfg["repetitions"]) if ctx.store.load_model(
                         experiment_name(cfg["dataset"]), f"{name}-seed{s}", training_params(name, cfg)) is None]
                     if len(pending) > 1 and seed in pending:
                         train_seeds_together(name, pending, cfg, ctx.store, data(), ctx.device, ctx.progress)
