@@ -4,8 +4,8 @@
     python benchmarks/engine_accuracy.py --device cpu --train-size 512 --width 8 --epochs 1 --seeds 2
 
 For each seed it builds the model (Yan et al.'s MNIST architecture at ``--width``) from the same initial
-weights, trains it with :func:`robustode.training.train` (plain torchdiffeq loop) and with the engine
-(:func:`robustode.engine.train_fast_many`, all seeds at once), using the full profile's recipe (noise
+weights, trains it with :func:`robustode.core.training.train` (plain torchdiffeq loop) and with the engine
+(:func:`robustode.core.engine.train_fast_many`, all seeds at once), using the full profile's recipe (noise
 augmentation, Adam, weight decay; validation on a 5,000-image split, selection on noisy validation
 accuracy), and reports clean and sigma=100 test accuracy per path as mean +- sample sd over seeds, the
 difference of the means, and whether it lies within the plain path's seed spread. The two paths draw
@@ -21,13 +21,13 @@ import time
 import torch
 
 from robustode.chapters import robustness
+from robustode.core.engine import train_fast_many
+from robustode.core.evaluation import accuracy, noise_accuracy
+from robustode.core.training import train
 from robustode.data.images import tensor_batches
-from robustode.engine import train_fast_many
-from robustode.evaluation import accuracy, noise_accuracy
 from robustode.profiles import load_profile, resolve_device
 from robustode.results import device_name, mean_sd
 from robustode.seeding import seed_everything
-from robustode.training import train
 
 
 def settings(args: argparse.Namespace) -> dict:

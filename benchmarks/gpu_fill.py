@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustode.engine import EngineRun, run_streams, train_epoch
+from robustode.core.engine import EngineRun, run_streams, train_epoch
+from robustode.core.noise import NoiseAugmentation
+from robustode.core.regularisers import SteadyStateRegulariser
+from robustode.core.training import TrainSpec
 from robustode.models.robust import build
-from robustode.noise import NoiseAugmentation
 from robustode.profiles import resolve_device
-from robustode.regularisers import SteadyStateRegulariser
 from robustode.results import device_name, write_json_atomic
-from robustode.training import TrainSpec
 
 BATCH = 128
 EPOCH_IMAGES = 55_000  # MNIST's training images less the 5,000-image validation split

@@ -6,12 +6,12 @@ import torch
 from robustode.chapters import anode
 from robustode.chapters.anode import figures as anode_figures
 from robustode.cli import main
+from robustode.core.timing import cpu_threads
 from robustode.models import build_model, count_parameters
 from robustode.models.conv_anode import TABLE_1_MODELS, ConvDynamics, ConvODENet
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
 from robustode.store import Store
-from robustode.timing import cpu_threads
 
 
 @pytest.fixture(autouse=True)

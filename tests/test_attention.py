@@ -7,6 +7,7 @@ import torch
 from robustode.chapters import attention as exp
 from robustode.chapters.attention import figures as figs
 from robustode.cli import main
+from robustode.core.timing import cpu_threads, time_forward
 from robustode.data.images import is_available
 from robustode.models import build_model, count_parameters
 from robustode.models.attention import ODEFunc, build, sinusoidal_positions
@@ -14,7 +15,6 @@ from robustode.paths import data_dir
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
 from robustode.store import Store
-from robustode.timing import cpu_threads, time_forward
 
 TABLE_IV = reference_values()["table_4_parameters"]
 PAPER = {"ClassicAttention": "Classic Attention", "ODEAttention": "Neural ODE Attention"}
@@ -171,7 +171,7 @@ def test_the_field_keeps_the_solver_state_in_float32_under_autocast():
 
 
 def test_training_under_bf16_autocast_solves_in_float32_and_learns():
-    from robustode.training import TrainSpec, train
+    from robustode.core.training import TrainSpec, train
 
     model = build_model("ODEAttention", "MNIST")
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))

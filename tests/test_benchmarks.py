@@ -55,7 +55,7 @@ def _epoch_time_module():
 def test_engine_timing_builds_its_runs_once_and_times_a_synchronised_epoch_after_capture(monkeypatch):
     import torch
 
-    from robustode import engine
+    from robustode.core import engine
 
     bench = _epoch_time_module()
     built, synced = [], []

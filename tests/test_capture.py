@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustode.engine import TrainStep
-from robustode.odeblock import ODEBlock, _grid_tensor
-from robustode.training import TrainSpec
+from robustode.core.engine import TrainStep
+from robustode.core.odeblock import ODEBlock, _grid_tensor
+from robustode.core.training import TrainSpec
 
 
 def _noise(x, generator):
@@ -114,9 +114,9 @@ def test_grid_tensors_a_graph_reads_are_never_evicted():
 
 
 def test_a_tisode_training_step_on_the_loop_backend_reads_no_tensor_value_on_the_host(monkeypatch):
-    from robustode.engine import use_loop_backend
+    from robustode.core.engine import use_loop_backend
+    from robustode.core.regularisers import SteadyStateRegulariser
     from robustode.models.robust import build
-    from robustode.regularisers import SteadyStateRegulariser
 
     model = build("TisODE", width=4)
     use_loop_backend(model)
@@ -160,7 +160,7 @@ def _randomise_per_image(x: torch.Tensor, extra: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_input_randomisation_equals_the_per_image_loop_for_a_seed(seed):
-    from robustode.defences import InputRandomisation
+    from robustode.core.defences import InputRandomisation
 
     x = torch.rand(16, 3, 10, 10, requires_grad=True)
     torch.manual_seed(seed)
@@ -178,7 +178,7 @@ def test_input_randomisation_equals_the_per_image_loop_for_a_seed(seed):
 def test_input_randomisation_launches_a_fixed_number_of_kernels_whatever_the_batch():
     from torch.profiler import ProfilerActivity, profile
 
-    from robustode.defences import InputRandomisation
+    from robustode.core.defences import InputRandomisation
 
     counts = []
     for n in (4, 64):

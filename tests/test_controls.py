@@ -7,14 +7,14 @@ import torch
 
 from robustode import plan
 from robustode.chapters import attention, robustness
+from robustode.core.evaluation import sanity_checks
+from robustode.core.regularisers import SteadyState
 from robustode.data.images import is_available
-from robustode.evaluation import sanity_checks
 from robustode.models import build_model, count_parameters, model_spec
 from robustode.models.robust import ResidualFlow, RobustNet
 from robustode.paths import data_dir
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
-from robustode.regularisers import SteadyState
 from robustode.results import config_key
 from robustode.store import Store
 
@@ -25,7 +25,7 @@ DATA = data_dir()  # resolved before any fixture moves the project root (results
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One intra-op thread: on a loaded 2-core machine two threads made the attack tests ten times slower."""
-    from robustode.timing import cpu_threads
+    from robustode.core.timing import cpu_threads
 
     with cpu_threads(1):
         yield

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from robustode.chapters import anode
-from robustode.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
+from robustode.core.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
+from robustode.core.odeblock import ODEBlock
+from robustode.core.timing import cpu_threads
 from robustode.models.conv_anode import ConvDynamics
-from robustode.odeblock import ODEBlock
-from robustode.timing import cpu_threads
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_tracemalloc_misses_torch_allocations_which_is_why_it_is_not_used():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_peak_counts_the_bytes_a_step_allocates():
-    from robustode.memory import cuda_peak
+    from robustode.core.memory import cuda_peak
 
     device = torch.device("cuda")
     assert cuda_peak(lambda: torch.ones(1_000_000, device=device) * 2, device) >= 8_000_000
@@ -114,7 +114,7 @@ def test_a_non_fixed_grid_method_in_the_step_sweep_is_rejected(results_tmp):
 def test_the_profilers_known_noise_is_held_back_and_other_lines_pass(capfd):
     import os
 
-    from robustode.memory import quiet_profiler
+    from robustode.core.memory import quiet_profiler
 
     with quiet_profiler():
         os.write(2, b"USDT:2026-01-01 00:00:00 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n")

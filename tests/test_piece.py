@@ -386,8 +386,8 @@ def test_gpu_pieces_lays_epochs_and_stages_into_pieces_and_says_what_is_unmeasur
 
 def test_anode_units_write_the_results_files_the_notebook_functions_reuse(tmp_path, monkeypatch):
     from robustode import plan
-    from robustode.budget import Deadline
     from robustode.chapters import anode
+    from robustode.core.budget import Deadline
 
     monkeypatch.setenv("ROBUSTODE_DATA", str(_data_dir(tmp_path / "data")))
     profile = piece.tiny_profile()
@@ -435,8 +435,8 @@ def test_a_dry_run_of_a_whole_piece_keeps_a_60_second_deadline(tmp_path):
 
 
 def test_an_anode_unit_does_not_start_an_evaluation_that_cannot_finish(tmp_path):
-    from robustode.budget import Deadline, OutOfBudget
     from robustode.chapters import anode
+    from robustode.core.budget import Deadline, OutOfBudget
     from robustode.plan import checkpoint_epoch
 
     cfg = anode.config._config(piece.tiny_profile(), "images")

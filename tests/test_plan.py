@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from robustode import plan
-from robustode.budget import Deadline, OutOfBudget, parse_duration
 from robustode.cli import main
+from robustode.core.budget import Deadline, OutOfBudget, parse_duration
+from robustode.core.training import TrainSpec, train
 from robustode.data.images import is_available
 from robustode.paths import data_dir
 from robustode.store import RunLocked, Store
-from robustode.training import TrainSpec, train
 
 needs_mnist = pytest.mark.skipif(not is_available("MNIST"), reason="MNIST not in data/ (.ci/run copies it)")
 
@@ -109,10 +109,10 @@ def test_the_store_lock_refuses_a_second_holder(tmp_path):
 
 
 def test_training_stops_at_an_epoch_boundary_when_the_next_epoch_would_not_fit(tmp_path, monkeypatch):
-    import robustode.training
+    import robustode.core.training
 
     clock = FakeClock()
-    monkeypatch.setattr(robustode.training.time, "perf_counter", clock)  # epoch times recorded on the same clock
+    monkeypatch.setattr(robustode.core.training.time, "perf_counter", clock)  # epoch times recorded on the same clock
     x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
     model = torch.nn.Linear(3, 2)
 

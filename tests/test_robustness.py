@@ -4,14 +4,14 @@ from torch import nn
 
 from robustode.chapters import robustness
 from robustode.cli import main
-from robustode.defences import FeatureDenoising, InputRandomisation
-from robustode.evaluation import sanity_checks
+from robustode.core.defences import FeatureDenoising, InputRandomisation
+from robustode.core.evaluation import sanity_checks
+from robustode.core.noise import NoiseAugmentation, gaussian_noise
+from robustode.core.odeblock import ODEBlock
+from robustode.core.regularisers import SteadyState, SteadyStateRegulariser, steady_state_loss
 from robustode.models import build_model, count_parameters
 from robustode.models.robust import ConvField, build
-from robustode.noise import NoiseAugmentation, gaussian_noise
-from robustode.odeblock import ODEBlock
 from robustode.paths import data_dir
-from robustode.regularisers import SteadyState, SteadyStateRegulariser, steady_state_loss
 from robustode.store import Store
 
 

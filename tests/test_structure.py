@@ -12,10 +12,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # Lower layers never import higher ones: numerics and plumbing, then the store and the verdict, then the
 # chapters, then what orchestrates or reports across chapters.
 LAYERS = {
-    0: ("budget", "paths", "seeding", "results", "profiles", "odeblock", "dynamics", "attacks", "noise", "defences",
-        "regularisers", "training", "engine", "memory", "timing", "evaluation", "tables", "figures", "data", "models",
-        "wording",
-        "compare", "reference"),
+    0: ("core", "paths", "seeding", "results", "profiles", "tables", "figures", "data", "models", "compare", "reference",
+        "wording"),
     1: ("store", "units", "verdict", "display"),
     2: ("chapters",),
     3: ("plan", "claims", "report", "errata", "reproduce", "book", "piece", "cli", "__main__", "__init__", "cluster",

@@ -3,10 +3,10 @@ import torch
 from torch import nn
 
 from robustode.chapters import topology
+from robustode.core.training import TrainSpec, correct_sign, train
 from robustode.data.toy import flip_1d
 from robustode.models.toy import ODENet, ResNet
 from robustode.store import Store
-from robustode.training import TrainSpec, correct_sign, train
 
 
 @pytest.mark.parametrize("seed", range(5))

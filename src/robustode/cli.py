@@ -42,7 +42,7 @@ def _notebook_command(run: Callable[[], Path], label: str) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from robustode.budget import parse_duration
+    from robustode.core.budget import parse_duration
     from robustode.reproduce import reproduce
 
     budget = parse_duration(args.budget) if args.budget else None
@@ -150,7 +150,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from robustode import plan
-    from robustode.budget import parse_duration
+    from robustode.core.budget import parse_duration
 
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")

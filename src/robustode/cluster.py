@@ -208,8 +208,8 @@ class UnitJob:
     def __call__(self) -> dict:
         for key, value in self.env:
             os.environ[key] = value
+        from robustode.core.timing import cpu_threads
         from robustode.store import RunLocked
-        from robustode.timing import cpu_threads
 
         scheduler, job_id = current_job()
         say = _printer(f"[job {job_id}]")
@@ -227,7 +227,7 @@ class UnitJob:
 
     def _run(self, scheduler: str, job_id: str, say: Callable[[str], None]) -> dict:
         from robustode import plan
-        from robustode.budget import Deadline
+        from robustode.core.budget import Deadline
         from robustode.profiles import resolve_device
         from robustode.results import device_name
         from robustode.store import Store
@@ -666,7 +666,7 @@ def wanted(args: argparse.Namespace) -> bool:
 
 
 def options_from(args: argparse.Namespace) -> Options:
-    from robustode.budget import parse_duration
+    from robustode.core.budget import parse_duration
 
     if not args.executor:
         raise ValueError("--partition, --gpus-per-job, --max-parallel, --time-per-job, --slurm-option, --no-wait and "

@@ -968,7 +968,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                          poll_s=1.0 if args.dry_run else 5.0, reserve_s=5.0 if args.dry_run else 20.0)
     if args.command == "advance":
         from robustode import plan
-        from robustode.budget import parse_duration
+        from robustode.core.budget import parse_duration
 
         profile = load_piece_profile(args.profile)
         outcome = plan.advance(profile, parse_duration(args.budget), args.only, args.device, progress=not args.quiet)

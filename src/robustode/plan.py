@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from robustode.budget import Deadline, OutOfBudget
+from robustode.core.budget import Deadline, OutOfBudget
 from robustode.profiles import load_profile
 from robustode.results import device_name, now, write_json_atomic
 from robustode.store import RunLocked, Store

@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
+from robustode.core.training import save_atomic
 from robustode.paths import results_dir
 from robustode.profiles import plain
 from robustode.results import config_key, load_results, load_run, write_json_atomic, write_result
-from robustode.training import save_atomic
 from robustode.wording import not_run  # noqa: F401  (re-exported: the store's reasons use the one wording)
 
 MODEL_FORMAT = "robustode.model/1"

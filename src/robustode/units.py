@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from robustode.budget import Deadline
+from robustode.core.budget import Deadline
 from robustode.results import now
 from robustode.store import Store
 
@@ -59,7 +59,7 @@ class Context:
 @dataclass
 class Unit:
     """One run of a profile. ``compute(ctx)`` returns the run's metrics (or raises
-    :class:`~robustode.budget.OutOfBudget` at a clean boundary); ``status(store)`` is its :class:`Progress`;
+    :class:`~robustode.core.budget.OutOfBudget` at a clean boundary); ``status(store)`` is its :class:`Progress`;
     ``kind`` groups units with the same per-epoch and per-stage costs (the same model on the same data);
     ``probe()`` times that kind here and returns ``{"epoch_s": ..., "stages_s": {stage: ...}}``."""
 

@@ -15,8 +15,8 @@ from torch import nn
 @dataclass(frozen=True)
 class ModelSpec:
     """A named model: the data sets it has variants for, ``build(dataset)``, a description, and whether its training
-    adds TisODE's steady-state term (:class:`robustode.regularisers.SteadyStateRegulariser`); the models with the
-    term hold a :class:`robustode.regularisers.SteadyState` block, and a test keeps the two in step."""
+    adds TisODE's steady-state term (:class:`robustode.core.regularisers.SteadyStateRegulariser`); the models with the
+    term hold a :class:`robustode.core.regularisers.SteadyState` block, and a test keeps the two in step."""
 
     name: str
     datasets: tuple[str, ...]

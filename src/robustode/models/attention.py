@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustode.odeblock import ODEBlock, ReportsNFE
+from robustode.core.odeblock import ODEBlock, ReportsNFE
 
 ROW_WIDTH = {"MNIST": 28, "FashionMNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
 CLASSES = {"MNIST": 10, "FashionMNIST": 10, "CIFAR10": 10, "CIFAR100": 100}

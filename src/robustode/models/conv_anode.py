@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustode.core.dynamics import Augment
+from robustode.core.odeblock import ODEBlock, ReportsNFE
 from robustode.data.images import check_dataset
-from robustode.dynamics import Augment
-from robustode.odeblock import ODEBlock, ReportsNFE
 
 
 class TimeConv2d(nn.Conv2d):

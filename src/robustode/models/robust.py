@@ -9,7 +9,7 @@ share a down-sampling stem and a head; only the middle differs:
 * ODENet middle: an ODE block whose field is two time-concatenated 3x3 convs (65 -> 64 channels,
   with bias), each followed by GroupNorm and ReLU, Euler with step 0.1 on [0, 1];
 * TisODE middle: the same field without the time channel and without conv biases (time-invariant),
-  Euler with step 0.05 on [0, 1], plus the steady-state regulariser (:mod:`robustode.regularisers`);
+  Euler with step 0.05 on [0, 1], plus the steady-state regulariser (:mod:`robustode.core.regularisers`);
 * head: AdaptiveAvgPool -> Linear(64 -> classes).
 
 The layouts give 141,130 / 142,410 / 141,130 parameters on MNIST, the counts in the authors' logs.
@@ -50,8 +50,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustode.odeblock import FIXED_GRID_METHODS, ODEBlock, check_method
-from robustode.regularisers import SteadyState
+from robustode.core.odeblock import FIXED_GRID_METHODS, ODEBlock, check_method
+from robustode.core.regularisers import SteadyState
 
 WIDTH = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustode.dynamics import Augment, MLPDynamics
-from robustode.odeblock import ODEBlock, ReportsNFE
+from robustode.core.dynamics import Augment, MLPDynamics
+from robustode.core.odeblock import ODEBlock, ReportsNFE
 
 
 class FirstCoordinates(nn.Module):

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from robustode.core.odeblock import check_method
 from robustode.data.images import is_available
-from robustode.odeblock import check_method
 from robustode.profiles import Settings, check_positive, experiment_config
 
 DATA_MISSING = "data missing ({} files not in the data folder)"

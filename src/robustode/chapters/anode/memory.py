@@ -14,15 +14,15 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from robustode.chapters.anode.config import _config, _profile_name
-from robustode.memory import step_cost
+from robustode.core.memory import step_cost
+from robustode.core.odeblock import FIXED_GRID_METHODS, ODEBlock, check_method
+from robustode.core.timing import cpu_threads
 from robustode.models import count_parameters
 from robustode.models.conv_anode import ConvDynamics
-from robustode.odeblock import FIXED_GRID_METHODS, ODEBlock, check_method
 from robustode.profiles import check_positive, resolve_device
 from robustode.results import mean_sd
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.timing import cpu_threads
 from robustode.units import run_once
 from robustode.wording import plural
 

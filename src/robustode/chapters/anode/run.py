@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from robustode.budget import Deadline
 from robustode.chapters.anode.config import (
     TEST_IMAGES,
     TRAIN_IMAGES,
@@ -21,15 +20,16 @@ from robustode.chapters.anode.config import (
     experiment_name,
     missing_reason,
 )
+from robustode.core.budget import Deadline
+from robustode.core.odeblock import SolverFailure, solver_guard
+from robustode.core.timing import cpu_threads
+from robustode.core.training import TrainSpec, train
 from robustode.data.images import check_dataset, load_tensors, subset, tensor_batches
 from robustode.models import count_parameters
 from robustode.models.conv_anode import ConvODENet
-from robustode.odeblock import SolverFailure, solver_guard
 from robustode.profiles import check_choice, experiment_config, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.timing import cpu_threads
-from robustode.training import TrainSpec, train
 from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, time_steps
 
 
@@ -148,7 +148,7 @@ def _train_variant(
 ) -> dict:
     """Train one variant (checkpointed per epoch), then test it. With ``deadline``, an epoch starts only if it
     fits, and the evaluation (test set and solver check, one piece that cannot resume) only if
-    ``evaluate_estimate`` seconds fit; else :class:`~robustode.budget.OutOfBudget` at that boundary (the
+    ``evaluate_estimate`` seconds fit; else :class:`~robustode.core.budget.OutOfBudget` at that boundary (the
     checkpoint then holds the trained model, and the next call goes straight to the evaluation)."""
     (x, y), (x_test, y_test) = data
     seed_everything(seed)

@@ -20,7 +20,6 @@ from sklearn.metrics import accuracy_score, classification_report, precision_rec
 from torch import nn
 from torchvision.transforms.functional import rgb_to_grayscale
 
-from robustode.budget import Deadline
 from robustode.chapters.attention.config import (
     CONTROLS,
     MODELS,
@@ -32,15 +31,16 @@ from robustode.chapters.attention.config import (
     missing_reason,
     table3_params,
 )
+from robustode.core.budget import Deadline
+from robustode.core.odeblock import SolverFailure
+from robustode.core.timing import autocast, cpu_threads, fresh_process_first_calls, time_forward
+from robustode.core.training import TrainSpec, train
 from robustode.data.images import is_available, load_tensors, subset, tensor_batches, train_val_split
 from robustode.models import count_parameters
 from robustode.models.attention import CLASSES, ODE_HIDDEN, ROW_WIDTH, build
-from robustode.odeblock import SolverFailure
 from robustode.profiles import check_choice, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.timing import autocast, cpu_threads, fresh_process_first_calls, time_forward
-from robustode.training import TrainSpec, train
 from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, run_once, time_steps
 
 

@@ -22,8 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from robustode import attacks
-from robustode.budget import Deadline
 from robustode.chapters.robustness.config import (
     CHAPTER_MODELS,
     DATASETS,
@@ -46,11 +44,11 @@ from robustode.chapters.robustness.config import (
     table_one_rows,
     training_params,
 )
-from robustode.data import imgnet10
-from robustode.data.images import load_tensors, subset, tensor_batches, train_val_split
-from robustode.defences import FeatureDenoising, InputRandomisation
-from robustode.engine import train_fast, train_fast_many
-from robustode.evaluation import (
+from robustode.core import attacks
+from robustode.core.budget import Deadline
+from robustode.core.defences import FeatureDenoising, InputRandomisation
+from robustode.core.engine import train_fast, train_fast_many
+from robustode.core.evaluation import (
     accuracy,
     attack_indices,
     batched_attack,
@@ -60,18 +58,20 @@ from robustode.evaluation import (
     robust_accuracy,
     sanity_checks,
 )
+from robustode.core.noise import NoiseAugmentation
+from robustode.core.odeblock import nfe_counts
+from robustode.core.regularisers import SteadyStateRegulariser
+from robustode.core.timing import cpu_threads
+from robustode.core.training import TrainSpec, train
+from robustode.data import imgnet10
+from robustode.data.images import load_tensors, subset, tensor_batches, train_val_split
 from robustode.models import count_parameters
 from robustode.models.robust import RobustNet, build
-from robustode.noise import NoiseAugmentation
-from robustode.odeblock import nfe_counts
 from robustode.profiles import check_choice, experiment_config, resolve_device
 from robustode.reference import reference_values
-from robustode.regularisers import SteadyStateRegulariser
 from robustode.results import pack_flags, unpack_flags
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.timing import cpu_threads
-from robustode.training import TrainSpec, train
 from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, time_steps
 
 
@@ -168,7 +168,7 @@ def _faithful(model: nn.Module, xa: torch.Tensor, ya: torch.Tensor, cfg: dict, k
 
 def strong_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, restarts: int, eot: int,
                seed: int, batch_size: int) -> list[list[bool]]:
-    """:func:`robustode.attacks.pgd_strong` on chunks of ``batch_size`` images (chunk k seeded ``seed + k``);
+    """:func:`robustode.core.attacks.pgd_strong` on chunks of ``batch_size`` images (chunk k seeded ``seed + k``);
     per restart r, the per-image flags "robust against restarts 0..r"."""
     chunks = [attacks.pgd_strong(model, x[i : i + batch_size], y[i : i + batch_size], eps, steps, restarts, eot=eot,
                                  seed=seed + k)["robust_after_restart"]
@@ -286,7 +286,7 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
     Runs :func:`evaluation_stages` in order. ``done`` holds stages finished earlier (``{stage: metrics}``),
     which are not redone; ``save(done)`` is called after each stage, so a stopped evaluation resumes at
     the next one. With ``deadline``, a stage starts only if ``estimate(stage)`` seconds fit, else
-    :class:`~robustode.budget.OutOfBudget` is raised between stages.
+    :class:`~robustode.core.budget.OutOfBudget` is raised between stages.
     """
     model.eval()
     done = dict(done or {})
@@ -355,7 +355,7 @@ def trained_model(name: str, seed: int, cfg: dict, store: Store, device: torch.d
     file when it was trained before, else trained (checkpointed per epoch when ``cfg['checkpoint']``) and saved.
 
     ``data()`` gives the tensors (called only when training is needed). ``deadline``: see
-    :func:`robustode.training.train`."""
+    :func:`robustode.core.training.train`."""
     experiment, run, params = experiment_name(cfg["dataset"]), f"{name}-seed{seed}", training_params(name, cfg)
     seed_everything(seed)
     model = make_model(name, cfg)
@@ -382,7 +382,7 @@ def trained_model(name: str, seed: int, cfg: dict, store: Store, device: torch.d
 
 def train_seeds_together(name: str, seeds: list[int], cfg: dict, store: Store, data: dict, device: torch.device,
                          progress: bool = True) -> None:
-    """Train the seeds of one model at once with :func:`robustode.engine.train_fast_many` (one CUDA stream
+    """Train the seeds of one model at once with :func:`robustode.core.engine.train_fast_many` (one CUDA stream
     each), leaving a finished engine checkpoint per seed; :func:`trained_model` then finds it and saves the
     model. Each seed gets the initial weights and the spec it would get alone."""
     experiment, models, specs, checkpoints = experiment_name(cfg["dataset"]), [], [], []
@@ -400,7 +400,7 @@ def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.dev
                 stage_estimate: Callable[[str], float] = lambda stage: 0.0,
                 on_epoch: Callable[[dict], None] | None = None) -> dict:
     """One run's metrics: the trained model (:func:`trained_model`), then :func:`evaluate`, resumable per stage
-    through the store's partial file. Raises :class:`~robustode.budget.OutOfBudget` at an epoch or stage
+    through the store's partial file. Raises :class:`~robustode.core.budget.OutOfBudget` at an epoch or stage
     boundary when the deadline does not leave room for the next piece."""
     model, trained = trained_model(name, seed, cfg, store, device, data, progress, deadline, epoch_estimate, on_epoch)
     experiment, run, params = experiment_name(cfg["dataset"]), f"{name}-seed{seed}", run_params(name, cfg)

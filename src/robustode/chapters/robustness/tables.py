@@ -20,7 +20,7 @@ from robustode.chapters.robustness.config import (
     missing_reason,
     table_one_rows,
 )
-from robustode.evaluation import sanity_checks
+from robustode.core.evaluation import sanity_checks
 from robustode.reference import Printed, printed, reference_values
 from robustode.results import fmt_mean_sd, mean_sd
 from robustode.store import Store
@@ -126,7 +126,7 @@ def strong_settings(store: Store, dataset: str) -> str:
 
 
 def checks_of(run: dict) -> list[dict]:
-    """The sanity checks of a stored run, judged now by :func:`robustode.evaluation.sanity_checks` (the rule lives
+    """The sanity checks of a stored run, judged now by :func:`robustode.core.evaluation.sanity_checks` (the rule lives
     in code, the measurements in the results file)."""
     return sanity_checks(run["metrics"], run["params"]["sanity"]["tolerance"])
 

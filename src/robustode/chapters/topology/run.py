@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustode.budget import Deadline
 from robustode.chapters.topology.config import _config, augment_dim_of, model_names
+from robustode.core.budget import Deadline
+from robustode.core.timing import cpu_threads
+from robustode.core.training import TrainSpec, correct_sign, train
 from robustode.data.toy import concentric_spheres, flip_1d, intervals_1d
 from robustode.models.toy import ODENet, ResNet
 from robustode.profiles import experiment_config, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.timing import cpu_threads
-from robustode.training import TrainSpec, correct_sign, train
 from robustode.units import DONE, PENDING, Context, Progress, Unit, ensure
 
 

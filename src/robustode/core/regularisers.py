@@ -11,8 +11,8 @@ not copied) does something slightly different, and this module follows the code:
 * the loss is an L1 loss of that integral against zero (a mean over all elements), with weight
   0.01, switched on from epoch 5 (0-based, as their loop counts epochs).
 
-:class:`SteadyState` wraps any :class:`~robustode.odeblock.ODEBlock` so the term can be added to
-any ODE model; :class:`SteadyStateRegulariser` plugs it into :class:`robustode.training.TrainSpec`.
+:class:`SteadyState` wraps any :class:`~robustode.core.odeblock.ODEBlock` so the term can be added to
+any ODE model; :class:`SteadyStateRegulariser` plugs it into :class:`robustode.core.training.TrainSpec`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from robustode.odeblock import ODEBlock, loop_integrate, solver_guard
+from robustode.core.odeblock import ODEBlock, loop_integrate, solver_guard
 
 T_START, T_END = 0.9, 1.5
 WEIGHT, START_EPOCH = 0.01, 5

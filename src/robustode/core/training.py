@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from robustode.budget import Deadline
-from robustode.odeblock import SolverFailure, nfe_counts, solver_guard
+from robustode.core.budget import Deadline
+from robustode.core.odeblock import SolverFailure, nfe_counts, solver_guard
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -133,7 +133,7 @@ def train(
     tensors sliced on the device). With ``checkpoint``, state is saved after every epoch and a run
     that finds the file resumes from it (loaded with ``weights_only=True``). With ``deadline``, an
     epoch starts only if it is expected to end in time (the run's last epoch, else ``epoch_estimate``
-    seconds); otherwise :class:`~robustode.budget.OutOfBudget` is raised at that epoch boundary.
+    seconds); otherwise :class:`~robustode.core.budget.OutOfBudget` is raised at that epoch boundary.
     ``on_epoch(record)`` is called after every epoch (live progress).
     """
     device = torch.device(device)

@@ -128,7 +128,7 @@ def fresh_process_first_calls(
     """
     spec = {"models": list(models), "dataset": dataset, "shape": list(shape), "device": device, "batch": batch,
             "repeats": repeats, "threads": threads}
-    code = "import json, sys; from robustode.timing import _child; print(json.dumps(_child(json.loads(sys.argv[1]))))"
+    code = "import json, sys; from robustode.core.timing import _child; print(json.dumps(_child(json.loads(sys.argv[1]))))"
     done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"timing process failed: {done.stderr.strip()[-500:]}")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from robustode.attacks import AttackResult
-from robustode.noise import gaussian_noise
+from robustode.core.attacks import AttackResult
+from robustode.core.noise import gaussian_noise
 
 ATTACK_SEED, ATTACK_SKIP = 1216, 25
 

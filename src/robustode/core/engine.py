@@ -13,7 +13,7 @@ engine removes both costs without changing the mathematics:
    runs eagerly with the same code.
 
 On CPU there are no graphs: :func:`train_fast` then runs the same step eagerly, which is what the
-CPU equivalence tests compare against :func:`robustode.training.train`.
+CPU equivalence tests compare against :func:`robustode.core.training.train`.
 
 Like the plain loop, the engine checkpoints after every epoch (model, Adam state, both generators,
 history, the selected weights) and resumes from the file, so a long run can be split into pieces
@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustode.budget import Deadline
-from robustode.odeblock import LOOP_METHODS, ODEBlock, nfe_counts
-from robustode.timing import synchronize
-from robustode.training import History, TrainSpec, next_epoch_estimate, save_atomic, validate_and_select
+from robustode.core.budget import Deadline
+from robustode.core.odeblock import LOOP_METHODS, ODEBlock, nfe_counts
+from robustode.core.timing import synchronize
+from robustode.core.training import History, TrainSpec, next_epoch_estimate, save_atomic, validate_and_select
 
-CHECKPOINT_FORMAT = "robustode.engine/1"
+CHECKPOINT_FORMAT = "robustode.core.engine/1"
 
 
 def use_loop_backend(model: nn.Module) -> int:
@@ -243,7 +243,7 @@ def train_fast(
     epoch_estimate: float = 0.0,
 ) -> History:
     """Train on device-resident tensors ``x, y`` with the engine; returns a :class:`History` like
-    :func:`robustode.training.train` (per-epoch records, selection on ``spec.select_on``).
+    :func:`robustode.core.training.train` (per-epoch records, selection on ``spec.select_on``).
 
     ``graphs`` defaults to True on CUDA and must be False elsewhere. Batches follow a seeded
     permutation per epoch (generator on the device, seeded with ``spec.seed``). With ``checkpoint``, state
@@ -275,7 +275,7 @@ def train_fast_many(
     one model can overlap those of the others; the batches are issued round-robin and the streams meet
     once per epoch, for validation and the checkpoints. Elsewhere the same round-robin runs in order,
     which the CPU tests compare with separate :func:`train_fast` calls. All models share ``spec.epochs``.
-    With ``deadline``, an epoch starts only if it is expected to end in time (as :func:`robustode.training.train`).
+    With ``deadline``, an epoch starts only if it is expected to end in time (as :func:`robustode.core.training.train`).
     """
     from tqdm import tqdm
 
@@ -290,7 +290,7 @@ def train_fast_many(
         raise ValueError(f"need one spec and one checkpoint (or None) per model: {len(models)} models, "
                          f"{len(specs)} specs, {len(checkpoints)} checkpoints")
     if any(spec.autocast_dtype is not None for spec in specs):
-        raise ValueError("the engine trains in float32; use robustode.training.train for mixed precision")
+        raise ValueError("the engine trains in float32; use robustode.core.training.train for mixed precision")
     if len({spec.epochs for spec in specs}) != 1:
         raise ValueError(f"models trained together need the same number of epochs, got {[s.epochs for s in specs]}")
     runs = [EngineRun(model, spec, device, ckpt) for model, spec, ckpt in zip(models, specs, checkpoints, strict=True)]
