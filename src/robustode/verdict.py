@@ -92,9 +92,13 @@ class Verdict:
 
     @property
     def text(self) -> str:
+        """The verdict for a table cell: the word, and why for "not run" and for an inconclusive single run (the
+        margins are stated once, with the rule)."""
         if self.word == "not run":
             return not_run(self.detail)
-        return self.word + (f" ({self.detail})" if self.detail else "")
+        if self.word == "inconclusive" and self.low is None and self.detail:
+            return f"{self.word}: {self.detail}"
+        return self.word
 
 
 def interval(values: tuple[float, ...] | list[float], printed: float, printed_pm: float | None,
@@ -153,7 +157,8 @@ def fmt_printed(printed: Printed) -> str:
     return f"{printed.value:.{d}f}" + ("" if printed.pm is None else f" ± {printed.pm:.{d}f}")
 
 
-def fmt_reproduced(printed: Printed, got: Reproduced) -> str:
+def fmt_reproduced(printed: Printed, got: Reproduced, context: bool = True) -> str:
+    """Mean ± sd (n); with ``context``, also the profile and device (where a table mixes profiles)."""
     if not got.values:
         return "—"
     d = printed.digits
@@ -161,7 +166,7 @@ def fmt_reproduced(printed: Printed, got: Reproduced) -> str:
         return f"{got.values[0]:.0f}"
     mean, sd, n = mean_sd(got.values)
     spread = "" if n < 2 else f" ± {sd:.{d}f}"
-    where = ", ".join(x for x in (f"n = {n}", got.profile, got.device) if x)
+    where = ", ".join(x for x in (f"n = {n}", *((got.profile, got.device) if context else ())) if x)
     return f"{mean:.{d}f}{spread} ({where})"
 
 
@@ -175,12 +180,14 @@ def fmt_difference(printed: Printed, v: Verdict) -> str:
     return text
 
 
-def row(printed: Printed, got: Reproduced, label: str | None = None) -> dict[str, str]:
+def row(printed: Printed, got: Reproduced, label: str | None = None, context: bool = True) -> dict[str, str]:
     """The one row format for printed-vs-reproduced tables (chapters and report): printed, reproduced (mean ± sd,
-    n, profile, device), difference with its 95 % interval, verdict."""
+    n, and with ``context`` the profile and device: a chapter's table says those once, in its caption),
+    difference with its 95 % interval, verdict."""
     v = judge(printed, got)
-    return {"quantity": label or printed.label, "printed": fmt_printed(printed), "reproduced": fmt_reproduced(printed, got),
-            "difference [95 % CI]": fmt_difference(printed, v), "verdict": v.text}
+    return {"quantity": label or printed.label, "printed": fmt_printed(printed),
+            "reproduced": fmt_reproduced(printed, got, context), "difference [95 % CI]": fmt_difference(printed, v),
+            "verdict": v.text}
 
 
 def rule_text() -> str:

@@ -79,9 +79,9 @@ def training_cost(store: Store, datasets: list[str], instability: list[dict]) ->
     seconds = sum(r["metrics"]["train_seconds"] for r in runs)
     iterations = sum(len(r["metrics"]["history"]["iterations"]["loss"]) for r in runs)
     failures = sum(1 for r in [*runs, *instability] if r["metrics"]["failure"])
-    out = [f"Training (profile `{store.profile}`): {iterations:,} iterations in {seconds:.0f} s "
-           f"({seconds / max(iterations, 1):.2f} s per iteration, dopri5 + adjoint, on "
-           f"{'; '.join(sorted({r['provenance']['device'] for r in runs}))}); {plural(failures, 'run')} stopped by a solver failure."]
+    out = [f"Training, profile `{store.profile}`: {iterations:,} iterations in {seconds:.0f} s, "
+           f"{seconds / max(iterations, 1):.2f} s per iteration with dopri5 and the adjoint, on "
+           f"{'; '.join(sorted({r['provenance']['device'] for r in runs}))}; {plural(failures, 'run')} stopped by a solver failure."]
     checks = [r["metrics"]["solver_check"] for r in runs if r["metrics"].get("solver_check")]
     checks = [c for c in checks if not c.get("failure")]
     if checks:

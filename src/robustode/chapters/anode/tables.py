@@ -116,7 +116,7 @@ def table_1(store: Store, datasets: list[str], pairs: dict[str, dict[str, str]])
             if variant not in runs:
                 continue
             p = printed("anode_table_1", dataset, role)
-            entry = row(p, report_values(p, store), label=f"{dataset} {role} ({variant})")
+            entry = row(p, report_values(p, store), label=f"{dataset} {role}: {variant}", context=False)
             failed = sum(1 for r in runs[variant] if r["metrics"]["failure"])
             rows.append({**entry, **({"failed runs": failed} if failed else {})})
     return rows

@@ -95,7 +95,7 @@ def room_rows(store: Store) -> list[dict]:
     rows = []
     for name, r in _audit(store)["room"].items():
         rows.append({"model": PAPER_NAMES[name], "left for attention and anything else": r["free_after_encoder_decoder_field"],
-                     "one h × h matrix": r["one_hxh"], "W_q, W_k, W_v (each h × h)": r["three_hxh"],
+                     "one h × h matrix": r["one_hxh"], "query, key and value projections (3 h²)": r["three_hxh"],
                      "fits": "yes" if r["three_hxh"] <= r["free_after_encoder_decoder_field"] else "no"})
     return rows
 
@@ -162,7 +162,7 @@ def table3_rows(store: Store) -> list[dict]:
                 continue
             for metric in METRICS:
                 p = printed("table_3_ode_attention", PAPER_NAMES[name], dataset, metric)
-                r = row(p, report_values(p, store), label=key_label(metric))
+                r = row(p, report_values(p, store), label=key_label(metric), context=False)
                 rows.append({"model": PAPER_NAMES[name], "dataset": dataset, "column": r.pop("quantity"), **r})
     return rows
 

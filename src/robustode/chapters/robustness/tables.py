@@ -84,7 +84,7 @@ def table_one(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS
         label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
         for name in models:
             r = row(printed("table_1_robustness", dataset, key, name), report_values(
-                printed("table_1_robustness", dataset, key, name), store), label=label)
+                printed("table_1_robustness", dataset, key, name), store), label=label, context=False)
             rows.append({"perturbation": r.pop("quantity"), "model": name, **r})
     return rows
 
