@@ -104,6 +104,11 @@ def test_reproduce_advances_the_run_plan_then_renders_without_computing(tmp_path
     assert calls == [("paper-short", 60.0, ["robustness/*"])]
     executed = tmp_path / "results" / "paper-short" / "notebooks" / "02_robustness.ipynb"
     assert "compute = False" in executed.read_text()
+    executed.unlink()
+    reproduce("paper-short", advance=False)  # render only: the plan is not touched, the notebook still renders
+    assert len(calls) == 1 and "compute = False" in executed.read_text()
+    with pytest.raises(SystemExit, match="takes no --budget"):
+        main(["reproduce", "--profile", "paper-short", "--render-only", "--budget", "1m"])
 
 
 def test_data_lists_imgnet10_and_says_how_to_provide_it(monkeypatch, capsys):

@@ -45,9 +45,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     from robustode.core.budget import parse_duration
     from robustode.reproduce import reproduce
 
+    if args.render_only and args.budget:
+        raise SystemExit("error: --render-only runs no plan, so it takes no --budget")
     budget = parse_duration(args.budget) if args.budget else None
     return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output,
-                                               budget=budget), "manifest")
+                                               budget=budget, advance=not args.render_only), "manifest")
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -198,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", choices=DEVICES, default="auto")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     rep.add_argument("--budget", help="time for the run plan before the notebooks render (150m, 2h; default: none)")
+    rep.add_argument("--render-only", action="store_true",
+                     help="skip the run plan: render the notebooks from the runs already stored (the rest shows as not run)")
     rep.set_defaults(func=_reproduce)
 
     book = sub.add_parser("book", help="execute (quick) and render the Jupyter Book into _build/html")

@@ -78,9 +78,11 @@ def reproduce(
     out_dir: Path | None = None,
     log_output: bool = False,
     budget: float | None = None,
+    advance: bool = True,
 ) -> Path:
     """Advance the run plan (every profile but ``quick``; within ``budget`` seconds if given), then execute the
-    notebooks for ``profile``; return the manifest path. Raises :class:`NotebookFailed`."""
+    notebooks for ``profile``; return the manifest path. With ``advance=False`` no run starts: the notebooks render
+    what the store holds. Raises :class:`NotebookFailed`."""
     import papermill as pm
 
     check_choice("profile", profile, PROFILES)
@@ -92,7 +94,7 @@ def reproduce(
         raise ValueError(f"profile {profile!r} configures no chapter for {', '.join(unknown)}; "
                          f"its notebooks: {', '.join(profile_notebooks(profile, root))}")
     compute = profile == "quick"
-    if not compute:
+    if not compute and advance:
         from robustode import plan
 
         chapters = sorted({NOTEBOOK_CHAPTERS[p.stem] for p in chosen if NOTEBOOK_CHAPTERS.get(p.stem)})
