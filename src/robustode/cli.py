@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,8 +87,18 @@ def _data(args: argparse.Namespace) -> int:
     return 1 if failed and args.strict else 0
 
 
+def _authors_checkpoints(args: argparse.Namespace) -> None:
+    """``--authors-checkpoints PATH``: the run plan's authors units read ``$ROBUSTODE_AUTHORS_CHECKPOINTS``."""
+    if args.authors_checkpoints:
+        from robustode.authors import ENV
+
+        os.environ[ENV] = args.authors_checkpoints
+
+
 def _plan(args: argparse.Namespace) -> int:
     from robustode import plan
+
+    _authors_checkpoints(args)
     from robustode.profiles import resolve_device
     from robustode.store import Store
     from robustode.tables import markdown_table
@@ -112,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     from robustode import plan
     from robustode.budget import parse_duration
 
+    _authors_checkpoints(args)
     budget = parse_duration(args.budget) if args.budget else None
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -143,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--device", choices=DEVICES, default="auto")
     rn.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
     rn.add_argument("--quiet", action="store_true", help="no per-epoch progress bars (the [run] lines stay)")
+    for sp in (pl, rn):
+        sp.add_argument("--authors-checkpoints", metavar="PATH",
+                        help="a clone of github.com/HanshuYAN/TisODE (default: $ROBUSTODE_AUTHORS_CHECKPOINTS)")
     rn.set_defaults(func=_run)
 
     rep = sub.add_parser("reproduce", help="run the notebooks through papermill for a profile")

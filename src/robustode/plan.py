@@ -95,13 +95,15 @@ def profile_name(profile: str | dict) -> str:
 def units(profile: str | dict, device: torch.device | str = "auto") -> list[Unit]:
     """Every unit of ``profile`` (a name, or a loaded profile) for runs on ``device``, in the order the runner
     takes them (priority, then as the chapters list them)."""
+    from robustode import authors
     from robustode.experiments import anode, attention, robustness, topology
     from robustode.profiles import resolve_device
 
     settings = load_profile(profile) if isinstance(profile, str) else profile
     dev = resolve_device(device) if isinstance(device, str) else device
     found: list[Unit] = []
-    for section, module in (("robustness", robustness), ("attention", attention), ("anode", anode), ("topology", topology)):
+    for section, module in (("robustness", robustness), ("authors", authors), ("attention", attention), ("anode", anode),
+                            ("topology", topology)):
         if section in settings and hasattr(module, "units"):
             found += module.units(profile, dev)
     ids = [u.id for u in found]
