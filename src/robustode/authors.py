@@ -23,6 +23,15 @@ bytes, and the module tree from the recorded ``_parameters`` / ``_buffers`` / ``
 layers' hyper-parameters (stride, padding, GroupNorm groups and eps) equal, and raises one
 :class:`CheckpointMismatch` listing every difference.
 
+**What the authors' log measured** (``attack_mnist/main_{cnn,ode,tisode}.py`` and ``run_test.sh``, read, not
+copied): ``adversarial_attack(1000, model, test_loader, eps, lr=eps, maxiter=1)`` for eps 0.15 / 0.3 / 0.5, i.e.
+:func:`robustode.attacks.fgsm` at that eps: the margin loss on log-softmax, two checked iterates (clean and one
+step), the step ``lr * g / (|g| + 1e-8)`` (Adam with beta1 = beta2 = 0) projected onto the eps-ball and [0, 1],
+on the 1,000 images of ``np.random.seed(1216)`` (:func:`robustode.evaluation.attack_indices`), pixels in [0, 1]
+without normalisation, ODENet with Euler step 0.1 on [0, 1], TisODE with step 0.05 (prediction at t = 1). Their
+PGD and TisODE FGSM-0.15 calls were switched off (``0 if True else ...``), which is why the log prints 0 there.
+The exact sign step used here differs from theirs only for gradient entries below about 1e-6.
+
 **Evaluation.** Each model is a run-plan unit (:func:`units`, experiment ``authors-MNIST``) evaluated by
 :func:`robustode.experiments.robustness.evaluate` with the settings the profile's ``authors`` section
 names (the faithful margin FGSM / PGD on Yan et al.'s 1,000 images, strong PGD, standard AutoAttack,
@@ -144,11 +153,11 @@ class _InertUnpickler(pickle.Unpickler):
         if isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module" and isinstance(pid[1], type):
             return pid[1]  # ('module', class, source file, source text): torch.save's record of a module's source
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
-            raise CheckpointError(f"unexpected persistent id {pid!r} (expected a legacy storage reference)")
+            raise CheckpointError(f"unexpected persistent id {repr(pid)[:200]} (expected a legacy storage reference)")
         _, kind, key, location, numel, view = pid
         dtype = STORAGE_DTYPES.get(getattr(kind, "name", ""))
         if dtype is None or not isinstance(key, str) or not isinstance(numel, int):
-            raise CheckpointError(f"unsupported storage reference {pid!r}")
+            raise CheckpointError(f"unsupported storage reference {repr(pid)[:200]}")
         if view is not None:
             if not (isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, int) for v in view[1:])):
                 raise CheckpointError(f"unsupported storage view {view!r}")
