@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup data book book-full test test-fast lint reproduce-full clean
+.PHONY: setup data book book-full check-book test test-fast lint reproduce-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[book,test,attacks]"
+	$(BIN)/python -m pip install --quiet -e ".[book,test,attacks,cluster]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,6 +22,10 @@ book: $(STAMP) data     ## run every notebook on the quick profile and render _b
 
 book-full: $(STAMP)     ## render committed full-profile executed notebooks (quick where none)
 	$(BIN)/python -m robustode book --profile full --no-run
+
+SHOTS ?= _build/screenshots
+check-book: $(STAMP)    ## every page of _build/html in headless Chromium (apt: chromium chromium-driver); screenshots in $(SHOTS)
+	$(BIN)/python -m robustode.browser_check _build/html --screenshots $(SHOTS)
 
 test: $(STAMP) lint data  ## unit tests, then every notebook under nbval
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider

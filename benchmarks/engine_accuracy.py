@@ -4,8 +4,8 @@
     python benchmarks/engine_accuracy.py --device cpu --train-size 512 --width 8 --epochs 1 --seeds 2
 
 For each seed it builds the model (Yan et al.'s MNIST architecture at ``--width``) from the same initial
-weights, trains it with :func:`robustode.training.train` (plain torchdiffeq loop) and with the engine
-(:func:`robustode.engine.train_fast_many`, all seeds at once), using the full profile's recipe (noise
+weights, trains it with :func:`robustode.core.training.train` (plain torchdiffeq loop) and with the engine
+(:func:`robustode.core.engine.train_fast_many`, all seeds at once), using the full profile's recipe (noise
 augmentation, Adam, weight decay; validation on a 5,000-image split, selection on noisy validation
 accuracy), and reports clean and sigma=100 test accuracy per path as mean +- sample sd over seeds, the
 difference of the means, and whether it lies within the plain path's seed spread. The two paths draw
@@ -20,24 +20,24 @@ import time
 
 import torch
 
+from robustode.chapters import robustness
+from robustode.core.engine import train_fast_many
+from robustode.core.evaluation import accuracy, noise_accuracy
+from robustode.core.training import train
 from robustode.data.images import tensor_batches
-from robustode.engine import train_fast_many
-from robustode.evaluation import accuracy, noise_accuracy
-from robustode.experiments import robustness
 from robustode.profiles import load_profile, resolve_device
 from robustode.results import device_name, mean_sd
 from robustode.seeding import seed_everything
-from robustode.training import train
 
 
 def settings(args: argparse.Namespace) -> dict:
     prof = load_profile("full")
     common = prof["robustness"]["common"]
-    common.update(epochs=args.epochs, seeds=args.seeds, width=args.width, train_size=args.train_size,
+    common.update(epochs=args.epochs, repetitions=args.seeds, width=args.width, train_size=args.train_size,
                   milestones=[m for m in common["milestones"] if m < args.epochs])
     if args.steady_start is not None:
         common["steady_start_epoch"] = args.steady_start
-    return robustness.config(prof, "MNIST")
+    return robustness.config.config(prof, "MNIST")
 
 
 def scores(model: torch.nn.Module, data: dict, cfg: dict) -> tuple[float, float]:
@@ -63,14 +63,14 @@ def main() -> None:
         parser.error("--seeds must be at least 2 for a seed spread")
     device = resolve_device(args.device)
     cfg = settings(args)
-    if not robustness.available("MNIST")[0]:
-        parser.error(robustness.missing_reason("MNIST"))
-    data = robustness.load_data(cfg, device)
+    if not robustness.config.available("MNIST")[0]:
+        parser.error(robustness.config.missing_reason("MNIST"))
+    data = robustness.run.load_data(cfg, device)
     seeds = list(range(args.seeds))
     initial = []
     for seed in seeds:
         seed_everything(seed)
-        initial.append(robustness.make_model(args.model, cfg))
+        initial.append(robustness.run.make_model(args.model, cfg))
     results: dict[str, list[tuple[float, float]]] = {}
     seconds: dict[str, float] = {}
 
@@ -79,13 +79,13 @@ def main() -> None:
     for seed, model in zip(seeds, initial, strict=True):
         model = copy.deepcopy(model)
         train(model, tensor_batches(*data["train"], cfg["batch_size"], seed),
-              robustness.train_spec(args.model, cfg, seed, data["val"]), device, progress=False)
+              robustness.run.train_spec(args.model, cfg, seed, data["val"]), device, progress=False)
         plain.append(scores(model, data, cfg))
     seconds["plain"], results["plain"] = time.perf_counter() - tic, plain
 
     tic = time.perf_counter()
     models = [copy.deepcopy(m) for m in initial]
-    train_fast_many(models, *data["train"], [robustness.train_spec(args.model, cfg, s, data["val"]) for s in seeds],
+    train_fast_many(models, *data["train"], [robustness.run.train_spec(args.model, cfg, s, data["val"]) for s in seeds],
                     cfg["batch_size"], device, progress=False)
     seconds["engine"], results["engine"] = time.perf_counter() - tic, [scores(m, data, cfg) for m in models]
 

@@ -5,10 +5,10 @@
 
 For each of Yan et al.'s CNN, ODENet and TisODE (MNIST architecture, noise augmentation on, TisODE's
 steady-state term on), it times ``--batches`` training batches of 128 random GPU-resident images with
-:func:`robustode.training.train` (plain), :func:`robustode.engine.train_fast` (engine) and
-:func:`robustode.engine.train_fast_many` with ``--together`` seeds at once (one CUDA stream each; the
-time per model is the group's time divided by their number), after one untimed warm-up epoch each,
-scales all to 60,000 images, and prints the ratios to the plain loop.
+:func:`robustode.core.training.train` (plain) and the engine's :func:`robustode.core.engine.train_epoch`, for one model
+and for ``--together`` seeds at once (one CUDA stream each; the time per model is the group's time divided by
+their number), each over a second epoch of the same runs after an untimed first one (graph capture), ended by
+a device synchronisation; it scales all to 60,000 images and prints the ratios to the plain loop.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from robustode.engine import train_fast_many
+from robustode.core.engine import EngineRun, run_streams, train_epoch
+from robustode.core.noise import NoiseAugmentation
+from robustode.core.regularisers import SteadyStateRegulariser
+from robustode.core.training import TrainSpec, train
 from robustode.models.robust import build
-from robustode.noise import NoiseAugmentation
 from robustode.profiles import resolve_device
-from robustode.regularisers import SteadyStateRegulariser
 from robustode.results import device_name
-from robustode.training import TrainSpec, train
 
 BATCH = 128
 EPOCH_IMAGES = 60_000
@@ -56,15 +56,15 @@ def time_plain(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.device
 
 
 def time_together(arch: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, k: int) -> float:
-    """Seconds per model when ``k`` models train at once (``k = 1``: the engine on one model)."""
-    models = [build(arch) for _ in range(k)]
-    specs = [spec(arch, 1, seed) for seed in range(k)]
-    train_fast_many(models, x, y, specs, BATCH, device, progress=False)  # warm-up + graph capture
-    sync(device)
-    tic = time.perf_counter()
-    train_fast_many(models, x, y, specs, BATCH, device, progress=False)
-    sync(device)
-    return (time.perf_counter() - tic) / k
+    """Seconds per model when ``k`` models train at once (``k = 1``: the engine on one model): the runs are built
+    once, a first epoch captures their graphs (untimed), and a second epoch of the same runs is timed, ended
+    by a device synchronisation (:func:`robustode.core.engine.train_epoch`)."""
+    runs = [EngineRun(build(arch), spec(arch, 2, seed), device, None) for seed in range(k)]
+    active = list(zip(runs, run_streams(runs, device), strict=True))
+    graphs = device.type == "cuda"
+    train_epoch(active, x, y, 0, BATCH, graphs)  # warm-up + graph capture
+    _, seconds = train_epoch(active, x, y, 1, BATCH, graphs)
+    return seconds / k
 
 
 def main() -> None:

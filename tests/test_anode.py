@@ -3,15 +3,15 @@ import json
 import pytest
 import torch
 
+from robustode.chapters import anode
+from robustode.chapters.anode import figures as anode_figures
 from robustode.cli import main
-from robustode.experiments import anode
+from robustode.core.timing import cpu_threads
 from robustode.models import build_model, count_parameters
 from robustode.models.conv_anode import TABLE_1_MODELS, ConvDynamics, ConvODENet
-from robustode.plots import anode as anode_figures
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
-from robustode.tables import markdown_table
-from robustode.timing import cpu_threads
+from robustode.store import Store
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def _tiny_profile(**images) -> dict:
     variants = {"NODE": {"filters": 3, "augment_dim": 0}, "ANODE-p2": {"filters": 2, "augment_dim": 2}}
     return {"name": "quick", "anode": {
         "common": {"method": "dopri5", "tol": 1e-3, "max_num_steps": 1000, "lr": 1e-3, "time_dependent": True,
-                   "threads": 1, "checkpoint": False, "resume": False},
+                   "cpu_threads": 1, "checkpoint": False, "resume": False},
         "images": {"datasets": ["MNIST"], "image_size": 6, "train_size": 16, "test_size": 8, "batch_size": 8,
                    "epochs": 1, "repetitions": 1, "eval_batch": 8, "variants": {"MNIST": variants},
                    "table_1": {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}},
@@ -102,13 +102,13 @@ def fake_mnist(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     data = ((torch.rand(16, 1, 6, 6, generator=gen), torch.randint(0, 10, (16,), generator=gen)),
             (torch.rand(8, 1, 6, 6, generator=gen), torch.randint(0, 10, (8,), generator=gen)))
-    monkeypatch.setattr(anode, "is_available", lambda name: True)
-    monkeypatch.setattr(anode, "image_data", lambda dataset, cfg: data)
+    monkeypatch.setattr(anode.config, "is_available", lambda name: True)
+    monkeypatch.setattr(anode.run, "image_data", lambda dataset, cfg: data)
 
 
 def test_image_runs_record_per_iteration_loss_and_both_nfes(results_tmp, fake_mnist):
     out = results_tmp / "results" / "quick"
-    runs = anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False)
+    runs = anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False)
     assert sorted(p.name for p in (out / "anode-MNIST").glob("*.json")) == ["ANODE-p2-seed0.json", "NODE-seed0.json"]
     its = runs[0]["metrics"]["history"]["iterations"]
     assert len(its["loss"]) == len(its["nfe_forward"]) == len(its["nfe_backward"]) == 2
@@ -118,13 +118,13 @@ def test_image_runs_record_per_iteration_loss_and_both_nfes(results_tmp, fake_mn
 
 def test_summaries_read_one_row_per_variant_back_from_the_results_files(results_tmp, fake_mnist):
     out = results_tmp / "results" / "quick"
-    anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False)
-    for summary in (anode.sweep_summary, anode.solver_check_summary, anode.gradient_check_summary):
-        assert sorted(row["model"] for row in summary(out, "MNIST")) == ["ANODE-p2", "NODE"]
+    anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False)
+    for summary in (anode.tables.sweep_summary, anode.tables.solver_check_summary, anode.tables.gradient_check_summary):
+        assert sorted(row["model"] for row in summary(Store("quick", out), "MNIST")) == ["ANODE-p2", "NODE"]
 
 
 def test_variants_table_counts_the_models_as_the_profile_builds_them():
-    rows = {r["model"]: r for r in anode.variants_table(_tiny_profile(), "MNIST")}
+    rows = {r["model"]: r for r in anode.tables.variants_table(_tiny_profile(), "MNIST")}
     # NODE, 3 filters, 1x6x6 image, time channel in front of each conv: 1x1 (2->3), 3x3 (4->3), 1x1 (4->1), Linear(36->10)
     assert rows["NODE"]["parameters"] == f"{(2 * 3 + 3) + (4 * 3 * 9 + 3) + (4 + 1) + (36 * 10 + 10):,}"
     assert rows["NODE"]["input"] == "1x6x6"
@@ -134,23 +134,23 @@ def test_a_run_over_the_step_budget_is_recorded_as_a_failure_and_the_others_go_o
     profile = _tiny_profile()
     profile["anode"]["common"]["max_num_steps"] = 1
     out = results_tmp / "results" / "quick"
-    runs = anode.image_classification(profile, "MNIST", "cpu", out, progress=False)
+    runs = anode.run.image_classification(profile, "MNIST", "cpu", out, progress=False)
     assert [r["metrics"]["failure"] for r in runs] == ["max_num_steps", "max_num_steps"]
     stored = json.loads((out / "anode-MNIST" / "NODE-seed0.json").read_text())
     assert stored["metrics"]["test"]["failure"] == "max_num_steps"
-    rows = anode.table_1(out, "quick", ["MNIST"], profile["anode"]["images"]["table_1"])
+    rows = anode.tables.table_1(Store("quick", out), ["MNIST"], profile["anode"]["images"]["table_1"])
     assert [r["failed runs"] for r in rows] == [1, 1]
-    assert all(r["verdict"] == "not run" for r in rows)
-    assert [r["failed"] for r in anode.sweep_summary(out, "MNIST")] == [1, 1]
+    assert all(r["verdict"] == "not run: all 1 runs failed (max_num_steps)" for r in rows)
+    assert [r["failed"] for r in anode.tables.sweep_summary(Store("quick", out), "MNIST")] == [1, 1]
 
 
 def test_missing_data_runs_nothing_and_table_1_says_why(results_tmp, monkeypatch):
-    monkeypatch.setattr(anode, "is_available", lambda name: False)
+    monkeypatch.setattr(anode.config, "is_available", lambda name: False)
     out = results_tmp / "results" / "quick"
-    assert anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
-    rows = anode.table_1(out, "quick", ["MNIST"], {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}})
-    assert {r["verdict"] for r in rows} == {"not run: data missing (MNIST files not in the data folder)"}
-    assert rows[0]["printed"] == "96.4 ± 0.5" and rows[1]["printed"] == "98.2 ± 0.1"
+    assert anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
+    store = Store("quick", out)
+    assert anode.tables.table_1(store, ["MNIST"], {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}}) == []
+    assert anode.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
 
 
 def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raising(results_tmp, monkeypatch, tmp_path):
@@ -158,13 +158,12 @@ def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raisin
     empty.mkdir()
     monkeypatch.setenv("ROBUSTODE_DATA", str(empty))
     out = results_tmp / "results" / "quick"
-    assert anode.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
-    for summary in (anode.sweep_summary, anode.solver_check_summary, anode.gradient_check_summary):
-        rows = summary(out, "MNIST")
-        assert [r["result"] for r in rows] == ["not run: data missing (MNIST files not in the data folder)"]
-        assert "not run: data missing (MNIST" in markdown_table([{"model": "NODE", "images": 4}, *rows])
-    assert [r["result"] for r in anode.failure_summary([], "MNIST")] == ["not run: data missing (MNIST files not in the data folder)"]
-    assert anode.failure_summary([]) == []
+    assert anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
+    store = Store("quick", out)
+    for summary in (anode.tables.sweep_summary, anode.tables.solver_check_summary, anode.tables.gradient_check_summary):
+        assert summary(store, "MNIST") == []
+    assert anode.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
+    assert anode.tables.failure_summary([]) == []
     assert anode_figures.sweep([], "MNIST, profile quick") is None
     assert anode_figures.instability([], "NODE on MNIST") is None
 
@@ -178,7 +177,7 @@ def test_the_solver_check_error_shrinks_as_the_trained_tolerance_tightens():
     errors = []
     for tol in (1e-1, 1e-2, 1e-4):
         model.block.rtol = model.block.atol = tol
-        check = anode.solver_check(model, x, y, reference_tol=1e-7)
+        check = anode.run.solver_check(model, x, y, reference_tol=1e-7)
         assert (model.block.rtol, model.block.atol) == (tol, tol)  # restored after the check
         errors.append(check["state_rel_error_mean"])
     assert errors[0] > errors[1] > errors[2]
@@ -188,23 +187,16 @@ def test_the_solver_check_error_shrinks_as_the_trained_tolerance_tightens():
 
 def test_unknown_dataset_and_negative_augmentation_fail_before_any_work(results_tmp):
     with pytest.raises(ValueError, match="unknown dataset 'SVHN'; choose one of: MNIST"):
-        anode.image_classification(_tiny_profile(), "SVHN", "cpu", results_tmp, progress=False)
+        anode.run.image_classification(_tiny_profile(), "SVHN", "cpu", results_tmp, progress=False)
     bad = _tiny_profile()
     bad["anode"]["images"]["variants"]["MNIST"]["NODE"]["augment_dim"] = -1
     with pytest.raises(ValueError, match="augment_dim must be >= 0"):
-        anode.image_classification(bad, "MNIST", "cpu", results_tmp, progress=False)
+        anode.run.image_classification(bad, "MNIST", "cpu", results_tmp, progress=False)
 
 
 def test_non_positive_sizes_are_rejected_in_one_error():
     with pytest.raises(ValueError, match="batch_size=0"):
-        anode.image_classification(_tiny_profile(batch_size=0), "MNIST", "cpu", None, progress=False)
-
-
-def test_threads_are_restored_after_an_experiment():
-    before = torch.get_num_threads()
-    with cpu_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+        anode.run.image_classification(_tiny_profile(batch_size=0), "MNIST", "cpu", None, progress=False)
 
 
 @pytest.mark.parametrize("name", ["quick", "full"])

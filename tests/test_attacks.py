@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustode import attacks
-from robustode.evaluation import attack_indices
+from robustode.core import attacks
+from robustode.core.evaluation import attack_indices
 
 
 class Counting(nn.Module):

@@ -4,16 +4,17 @@ import math
 import pytest
 import torch
 
+from robustode.chapters import attention as exp
+from robustode.chapters.attention import figures as figs
 from robustode.cli import main
+from robustode.core.timing import cpu_threads, time_forward
 from robustode.data.images import is_available
-from robustode.experiments import attention as exp
 from robustode.models import build_model, count_parameters
 from robustode.models.attention import ODEFunc, build, sinusoidal_positions
 from robustode.paths import data_dir
-from robustode.plots import attention as figs
 from robustode.profiles import load_profile
 from robustode.reference import reference_values
-from robustode.timing import cpu_threads, time_forward
+from robustode.store import Store
 
 TABLE_IV = reference_values()["table_4_parameters"]
 PAPER = {"ClassicAttention": "Classic Attention", "ODEAttention": "Neural ODE Attention"}
@@ -86,7 +87,7 @@ def test_ode_attention_counts_evaluations_and_needs_more_for_a_tighter_tolerance
 
 def test_cifar_images_are_read_as_single_channel_rows():
     rgb = torch.rand(2, 3, 32, 32)
-    grey = exp.single_channel(rgb)
+    grey = exp.run.single_channel(rgb)
     assert grey.shape == (2, 1, 32, 32)
     assert build("ClassicAttention", "CIFAR10")(grey).shape == (2, 10)
     with pytest.raises(ValueError, match="single-channel"):
@@ -96,7 +97,7 @@ def test_cifar_images_are_read_as_single_channel_rows():
 def test_support_weighted_recall_equals_accuracy():
     logits = torch.randn(300, 10)
     y = torch.randint(0, 10, (300,))
-    m = exp.classification_metrics(logits, y)
+    m = exp.run.classification_metrics(logits, y)
     assert m["recall"] == pytest.approx(m["accuracy"])
     assert m["macro"]["recall"] != pytest.approx(m["accuracy"])
     assert set(m["per_class"]) == {str(c) for c in range(10)}
@@ -106,7 +107,7 @@ def test_attention_statistics_separate_one_row_from_uniform_attention():
     one_hot = torch.zeros(5, 1, 28)
     one_hot[:, 0, 3] = 1.0
     uniform = torch.full((5, 1, 28), 1 / 28)
-    focused, spread = exp.attention_statistics(one_hot), exp.attention_statistics(uniform)
+    focused, spread = exp.run.attention_statistics(one_hot), exp.run.attention_statistics(uniform)
     assert focused["normalised_entropy"] == pytest.approx(0.0, abs=1e-6)
     assert focused["max_weight"] == 1.0 and focused["argmax_mode_share"] == 1.0
     assert spread["normalised_entropy"] == pytest.approx(1.0)
@@ -114,15 +115,15 @@ def test_attention_statistics_separate_one_row_from_uniform_attention():
 
 
 def test_audit_solves_hidden_sizes_and_keeps_the_built_layout_among_candidates():
-    classic = exp.decompositions(TABLE_IV["Classic Attention"], ode=False)
-    ode = exp.decompositions(TABLE_IV["Neural ODE Attention"], ode=True)
+    classic = exp.audit.decompositions(TABLE_IV["Classic Attention"], ode=False)
+    ode = exp.audit.decompositions(TABLE_IV["Neural ODE Attention"], ode=True)
     assert (classic["hidden"], ode["hidden"]) == (128, 32)
     assert classic["decoder_exact"] and ode["decoder_exact"]
     assert classic["row_width_gain"] == ode["row_width_gain"] == 4  # rows of 32 values against 28
     built = {"encoder_bias": True, "attention": "score vector w . h_i + b", "attention_blocks": 1,
              "extra_layernorms": 1, "extra_scalars": 0}
     assert {**built, "field": "none"} in classic["candidates"]
-    assert {**built, "field": exp.TEXT_FIELD.format(h=32)} in ode["candidates"]
+    assert {**built, "field": exp.audit.TEXT_FIELD.format(h=32)} in ode["candidates"]
     assert not any("h x h" in c["attention"] or "Multihead" in c["attention"] for c in classic["candidates"] + ode["candidates"])
 
 
@@ -136,17 +137,30 @@ def test_time_forward_reports_the_median_and_the_models_nfe():
         time_forward(model, torch.rand(1, 1, 28, 28), warmup=0)
 
 
-def test_cpu_threads_are_restored_after_the_block():
+def test_cpu_threads_sets_the_count_and_restores_it_even_after_an_error():
     before = torch.get_num_threads()
-    with cpu_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    try:
+        torch.set_num_threads(2)  # the autouse fixtures may have set 1 already: start from a count the block changes
+        with pytest.raises(RuntimeError, match="inside"):
+            with cpu_threads(1):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with cpu_threads(None):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
-def test_mixed_precision_is_cuda_only_and_prefers_what_the_gpu_supports():
-    assert exp.autocast_dtype("auto", torch.device("cpu")) is None
-    assert exp.autocast_dtype("bf16", torch.device("cpu")) is None
-    assert exp.autocast_dtype("off", torch.device("cuda")) is None
+def test_mixed_precision_is_cuda_only_and_prefers_what_the_gpu_supports(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert exp.config.autocast_dtype("auto", cpu) is None and exp.config.autocast_dtype("bf16", cpu) is None
+    assert exp.config.autocast_dtype("off", cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert exp.config.autocast_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert exp.config.autocast_dtype("auto", cuda) == torch.float16  # with a GradScaler in the training loop
+    assert exp.config.autocast_dtype("fp16", cuda) == torch.float16 and exp.config.autocast_dtype("bf16", cuda) == torch.bfloat16
 
 
 def test_the_field_keeps_the_solver_state_in_float32_under_autocast():
@@ -157,7 +171,7 @@ def test_the_field_keeps_the_solver_state_in_float32_under_autocast():
 
 
 def test_training_under_bf16_autocast_solves_in_float32_and_learns():
-    from robustode.training import TrainSpec, train
+    from robustode.core.training import TrainSpec, train
 
     model = build_model("ODEAttention", "MNIST")
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
@@ -173,11 +187,11 @@ def test_config_rejects_unknown_models_and_bad_sizes_before_any_work():
     bad = copy.deepcopy(profile)
     bad["attention"]["runs"][0]["models"] = ["Transformer"]
     with pytest.raises(ValueError, match="ClassicAttention"):
-        exp.config(bad)
+        exp.config.config(bad)
     bad = copy.deepcopy(profile)
     bad["attention"]["epochs"] = 0
     with pytest.raises(ValueError, match="epochs=0"):
-        exp.config(bad)
+        exp.config.config(bad)
 
 
 def test_pruning_removes_only_runs_the_profile_no_longer_plans(tmp_path):
@@ -185,7 +199,7 @@ def test_pruning_removes_only_runs_the_profile_no_longer_plans(tmp_path):
     folder.mkdir()
     for run in ("A-MNIST-seed0", "B-MNIST-seed0"):
         (folder / f"{run}.json").write_text("{}")
-    assert exp.prune_unplanned(tmp_path, "attention-table3", {"A-MNIST-seed0"}) == ["B-MNIST-seed0"]
+    assert exp.run.prune_unplanned(tmp_path, "attention-table3", {"A-MNIST-seed0"}) == ["B-MNIST-seed0"]
     assert [p.name for p in folder.iterdir()] == ["A-MNIST-seed0.json"]
 
 
@@ -202,17 +216,17 @@ def _tiny_profile() -> dict:
 def test_with_an_empty_data_folder_the_experiments_run_nothing_and_the_summaries_say_data_missing(results_tmp, monkeypatch):
     monkeypatch.setenv("ROBUSTODE_DATA", str(results_tmp / "empty-data"))
     out = results_tmp / "results" / "quick"
-    assert exp.table3(_tiny_profile(), "cpu", out, progress=False) == []
-    assert exp.precision_nfe(_tiny_profile(), out) is None
-    missing = "not run: data missing (MNIST not in the data folder)"
-    assert {"dataset": "MNIST", "verdict": missing}.items() <= exp.table3_rows(out, "quick")[0].items()
-    assert exp.accuracy_rows(out)[0]["test accuracy"] == missing
-    assert exp.timing_ratio_rows(out)[0]["Classic / ODE time, measured"] == missing
-    assert exp.attention_rows(out)[0]["normalised entropy (0 = one row, 1 = uniform)"] == missing
-    assert exp.precision_rows(out)[0]["NFE / forward pass"] == missing
-    assert missing in exp.per_class_rows(out, "MNIST")[0].values()
-    assert exp.printed_table_checks(out)["mnist_accuracy_text"] == missing
-    assert all(lines[0].startswith("Not run: data missing") for lines in (exp.findings(out)[k] for k in ("positions", "attention")))
+    assert exp.run.table3(_tiny_profile(), "cpu", out, progress=False) == []
+    assert exp.run.precision_nfe(_tiny_profile(), out) is None
+    store = Store("quick", out)
+    for table in (exp.tables.table3_rows, exp.tables.accuracy_rows, exp.tables.timing_ratio_rows, exp.tables.attention_rows,
+                  exp.tables.precision_rows):
+        assert table(store) == []
+    assert exp.tables.per_class_rows(store, "MNIST") == []
+    assert exp.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
+    assert exp.tables.printed_table_checks(store)["mnist_accuracy_text"].startswith("not run: data missing (MNIST")
+    findings = exp.findings.findings(store)
+    assert all(findings[k][0].startswith("Not run: data missing") for k in ("positions", "attention"))
     assert figs.validation_curves([], "MNIST") is None and figs.mean_attention([], []) is None
 
 
@@ -224,8 +238,8 @@ def test_a_machine_without_the_data_keeps_results_computed_where_the_data_were(r
     for path in (*kept, stale):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}")
-    assert exp.table3(_tiny_profile(), "cpu", out, progress=False) == []
-    assert exp.precision_nfe(_tiny_profile(), out) is None
+    assert exp.run.table3(_tiny_profile(), "cpu", out, progress=False) == []
+    assert exp.run.precision_nfe(_tiny_profile(), out) is None
     assert all(path.exists() for path in kept) and not stale.exists()
 
 
@@ -233,13 +247,13 @@ def test_a_machine_without_the_data_keeps_results_computed_where_the_data_were(r
 def test_a_tiny_table3_run_writes_files_that_the_summaries_read(results_tmp, monkeypatch):
     monkeypatch.setenv("ROBUSTODE_DATA", str(DATA))
     out = results_tmp / "results" / "quick"
-    runs = exp.table3(_tiny_profile(), "cpu", out, progress=False)
+    runs = exp.run.table3(_tiny_profile(), "cpu", out, progress=False)
     assert {r["params"]["model"] for r in runs} == {"ClassicAttention", "ODEAttention"}
     assert all(r["metrics"]["sizes"] == {"train": 64, "val": 32, "test": 32} for r in runs)
-    rows = exp.table3_rows(out, "quick")
+    store = Store("quick", out)
+    rows = exp.tables.table3_rows(store)
     mnist = [r for r in rows if r["dataset"] == "MNIST"]
-    assert len(mnist) == 2 * len(exp.METRICS) and all("quick profile" in r["verdict"] for r in mnist)
-    if not is_available("CIFAR10"):
-        assert any(r["dataset"] == "CIFAR10" and r["verdict"].startswith("not run: data missing") for r in rows)
-    assert {r["batch"] for r in exp.timing_rows(out)} == {1, 8}
-    assert len(exp.attention_rows(out)) == 2
+    assert len(mnist) == 2 * len(exp.config.METRICS) and all(r["verdict"].startswith("not comparable") for r in mnist)
+    assert not any(r["dataset"] == "CIFAR10" for r in rows) or is_available("CIFAR10")
+    assert {r["batch"] for r in exp.tables.timing_rows(store)} == {1, 8}
+    assert len(exp.tables.attention_rows(store)) == 2

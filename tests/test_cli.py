@@ -82,3 +82,47 @@ def test_reproduce_replaces_an_executed_copy_only_when_the_notebook_finished(tmp
     assert (executed / "b_bad.failed.ipynb").exists() and not list(executed.glob("*.partial.ipynb"))
     manifest = json.loads((tmp_path / "results" / "quick" / "manifest.json").read_text())
     assert [(e["notebook"], e["status"]) for e in manifest["notebooks"]] == [("a_ok.ipynb", "ok"), ("b_bad.ipynb", "failed")]
+
+
+@pytest.mark.slow
+def test_reproduce_advances_the_run_plan_then_renders_without_computing(tmp_path, monkeypatch):
+    from robustode import plan
+    from robustode.reproduce import profile_notebooks, reproduce
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    (tmp_path / "notebooks").mkdir()
+    for name in ("02_robustness", "04_attention", "06_report"):
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", "print('compute =', compute)")
+    calls = []
+    monkeypatch.setattr(plan, "advance", lambda profile, budget, only, device: calls.append((profile, budget, only)))
+    assert profile_notebooks("paper-short") == ["02_robustness", "06_report"]  # paper-short has no attention section
+    with pytest.raises(ValueError, match="configures no chapter for 04_attention"):
+        reproduce("paper-short", ["04_attention"])
+    assert not calls
+    reproduce("paper-short", budget=60.0)
+    assert calls == [("paper-short", 60.0, ["robustness/*"])]
+    executed = tmp_path / "results" / "paper-short" / "notebooks" / "02_robustness.ipynb"
+    assert "compute = False" in executed.read_text()
+    executed.unlink()
+    reproduce("paper-short", advance=False)  # render only: the plan is not touched, the notebook still renders
+    assert len(calls) == 1 and "compute = False" in executed.read_text()
+    with pytest.raises(SystemExit, match="takes no --budget"):
+        main(["reproduce", "--profile", "paper-short", "--render-only", "--budget", "1m"])
+
+
+def test_data_lists_imgnet10_and_says_how_to_provide_it(monkeypatch, capsys):
+    monkeypatch.delenv("ROBUSTODE_IMAGENET", raising=False)
+    assert main(["data"]) == 0
+    assert "ImgNet10       missing: ROBUSTODE_IMAGENET is not set" in capsys.readouterr().out
+    assert main(["data", "--fetch", "--strict", "ImgNet10"]) == 1
+    assert "not downloadable" in capsys.readouterr().err
+
+
+def test_help_has_no_restructuredtext_markup():
+    from robustode.cli import parser
+
+    top = parser()
+    texts = [top.format_help()] + [sub.format_help() for sub in top._subparsers._group_actions[0].choices.values()]
+    assert not [t for t in texts if "``" in t or ":func:" in t]
+

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustode.dynamics import Augment, MLPDynamics
+from robustode.core.dynamics import Augment, MLPDynamics
 
 
 def test_augment_appends_zero_features_to_vectors():

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustode.engine import _lr_at, train_fast, use_loop_backend
-from robustode.odeblock import ODEBlock
-from robustode.training import TrainSpec, train
+from robustode.core.engine import _lr_at, train_fast, use_loop_backend
+from robustode.core.odeblock import ODEBlock
+from robustode.core.training import TrainSpec, train
 
 
 class Field(nn.Module):
@@ -85,8 +85,8 @@ def test_graphs_are_refused_off_cuda():
 
 
 def test_steady_state_term_is_the_same_on_the_loop_backend():
+    from robustode.core.regularisers import steady_state_loss
     from robustode.models.robust import ConvField
-    from robustode.regularisers import steady_state_loss
 
     torch.manual_seed(0)
     field = ConvField(8, time_dependent=False)
@@ -97,9 +97,9 @@ def test_steady_state_term_is_the_same_on_the_loop_backend():
 
 
 def test_engine_trains_tisode_like_the_plain_loop():
+    from robustode.core.noise import NoiseAugmentation
+    from robustode.core.regularisers import SteadyStateRegulariser
     from robustode.models.robust import build
-    from robustode.noise import NoiseAugmentation
-    from robustode.regularisers import SteadyStateRegulariser
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(24, 1, 28, 28, generator=g), torch.randint(0, 10, (24,), generator=g)
@@ -166,14 +166,16 @@ def test_engine_refuses_mixed_precision_before_any_work():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_steps_equal_eager_steps_on_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # same convolution algorithms on both paths
+    from robustode.core.regularisers import SteadyStateRegulariser
     from robustode.models.robust import build
-    from robustode.regularisers import SteadyStateRegulariser
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
-    # No noise augmentation: graph capture consumes random numbers, so graphed noise is another draw.
+    from robustode.core.noise import NoiseAugmentation
+
+    # With noise: capture's warm-up steps put the generator back, so both paths draw the same noise.
     spec = TrainSpec(epochs=3, weight_decay=5e-4, milestones=(2,), regulariser=SteadyStateRegulariser(start_epoch=1),
-                     seed=3)
+                     augment=NoiseAugmentation(), seed=3)
     models = []
     for graphs in (False, True):
         torch.manual_seed(1)
@@ -189,8 +191,8 @@ def test_cuda_graph_steps_equal_eager_steps_on_the_gpu(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_draws_fresh_noise_at_every_replay():
-    from robustode.engine import TrainStep
-    from robustode.noise import NoiseAugmentation
+    from robustode.core.engine import TrainStep
+    from robustode.core.noise import NoiseAugmentation
 
     torch.manual_seed(0)
     model = nn.Linear(4, 2, bias=False).cuda()  # its gradient reveals the augmented batch
@@ -206,7 +208,7 @@ def test_cuda_graph_draws_fresh_noise_at_every_replay():
 
 
 def test_models_trained_together_end_as_if_each_were_trained_alone(tmp_path):
-    from robustode.engine import train_fast_many
+    from robustode.core.engine import train_fast_many
 
     x, y = _data()
     specs = [TrainSpec(epochs=3, milestones=(2,), augment=_noise, regulariser=L2Field(), seed=s,
@@ -235,7 +237,7 @@ def test_models_trained_together_end_as_if_each_were_trained_alone(tmp_path):
 
 
 def test_models_trained_together_need_matching_specs_and_epochs():
-    from robustode.engine import train_fast_many
+    from robustode.core.engine import train_fast_many
 
     x, y = _data()
     with pytest.raises(ValueError, match="one spec and one checkpoint"):
@@ -248,14 +250,16 @@ def test_models_trained_together_need_matching_specs_and_epochs():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a GPU")
 def test_models_trained_together_on_streams_equal_models_trained_alone_on_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    from robustode.engine import train_fast_many
+    from robustode.core.engine import train_fast_many
+    from robustode.core.regularisers import SteadyStateRegulariser
     from robustode.models.robust import build
-    from robustode.regularisers import SteadyStateRegulariser
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(96, 1, 28, 28, generator=g), torch.randint(0, 10, (96,), generator=g)
-    specs = [TrainSpec(epochs=2, weight_decay=5e-4, regulariser=SteadyStateRegulariser(start_epoch=1), seed=s)
-             for s in (0, 1)]
+    from robustode.core.noise import NoiseAugmentation
+
+    specs = [TrainSpec(epochs=2, weight_decay=5e-4, regulariser=SteadyStateRegulariser(start_epoch=1),
+                       augment=NoiseAugmentation(), seed=s) for s in (0, 1, 2)]
 
     def models():
         out = []

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from robustode.experiments import anode
-from robustode.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
+from robustode.chapters import anode
+from robustode.core.memory import SavedTensorMeter, allocator_peak, saved_bytes_peak, step_cost, wall_times
+from robustode.core.odeblock import ODEBlock
+from robustode.core.timing import cpu_threads
 from robustode.models.conv_anode import ConvDynamics
-from robustode.odeblock import ODEBlock
-from robustode.timing import cpu_threads
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_tracemalloc_misses_torch_allocations_which_is_why_it_is_not_used():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_peak_counts_the_bytes_a_step_allocates():
-    from robustode.memory import cuda_peak
+    from robustode.core.memory import cuda_peak
 
     device = torch.device("cuda")
     assert cuda_peak(lambda: torch.ones(1_000_000, device=device) * 2, device) >= 8_000_000
@@ -85,7 +85,7 @@ def test_adjoint_memory_does_not_grow_with_the_number_of_steps():
 def _memory_profile() -> dict:
     return {"name": "quick", "anode": {
         "common": {"method": "dopri5", "tol": 1e-3, "max_num_steps": 1000, "lr": 1e-3, "time_dependent": True,
-                   "threads": 1, "checkpoint": False, "resume": False},
+                   "cpu_threads": 1, "checkpoint": False, "resume": False},
         "memory": {"channels": 2, "filters": 3, "image_size": 5, "batch": 2, "fixed": {"euler": [1, 4], "rk4": [1, 2]},
                    "adaptive_method": "dopri5", "tolerances": [1e-2], "resnet_depths": [1, 4], "warmup": 0, "repeats": 1},
     }}
@@ -93,14 +93,14 @@ def _memory_profile() -> dict:
 
 def test_memory_cost_writes_one_file_per_setting_and_the_check_reads_them(results_tmp):
     out = results_tmp / "results" / "quick"
-    runs = anode.memory_cost(_memory_profile(), "cpu", out, progress=False)
+    runs = anode.memory.memory_cost(_memory_profile(), "cpu", out, progress=False)
     assert len(runs) == 2 * 2 + 2 * 2 + 2 + 2
     assert (out / "anode-memory" / "rk4-n2-adjoint.json").exists()
-    check = anode.constant_memory_check(runs, "euler")
+    check = anode.memory.constant_memory_check(runs, "euler")
     assert check["adjoint_saved_ratio"] == 1.0
     assert check["backprop_saved_ratio"] > 2.0
     assert set(check["time_ratio"]) == {1, 4}
-    resnet = anode.memory_series(runs)["ResNet (backprop)"]
+    resnet = anode.memory.memory_series(runs)["ResNet (backprop)"]
     assert [m["nfe_forward"] for m in resnet] == [1, 4] and resnet[1]["saved_bytes"] > resnet[0]["saved_bytes"]
 
 
@@ -108,4 +108,23 @@ def test_a_non_fixed_grid_method_in_the_step_sweep_is_rejected(results_tmp):
     profile = _memory_profile()
     profile["anode"]["memory"]["fixed"] = {"dopri5": [1]}
     with pytest.raises(ValueError, match="not a fixed-grid method"):
-        anode.memory_cost(profile, "cpu", results_tmp, progress=False)
+        anode.memory.memory_cost(profile, "cpu", results_tmp, progress=False)
+
+
+def test_the_profilers_known_noise_is_held_back_and_other_lines_pass(capfd):
+    import os
+
+    from robustode.core.memory import quiet_profiler
+
+    with quiet_profiler():
+        os.write(2, b"USDT:2026-01-01 00:00:00 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n")
+        os.write(2, b"ERROR:2026-01-01 00:00:00 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n")
+        os.write(2, b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_a_cpu_allocator_measurement_prints_nothing(capfd):
+    x = torch.rand(100, 100, requires_grad=True)
+    allocator_peak(lambda: (x @ x).sum().backward())
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustode.odeblock import ODEBlock, SolverFailure
+from robustode.core.odeblock import ODEBlock, SolverFailure
 
 
 class Linear(nn.Module):

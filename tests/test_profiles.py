@@ -39,3 +39,21 @@ def test_cuda_request_without_cuda_fails_clearly(monkeypatch):
     with pytest.raises(ValueError, match="cuda"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_settings_are_read_only_all_the_way_down_and_hash_like_the_profiles_own_values():
+    from robustode.chapters.robustness.config import config
+    from robustode.profiles import Settings, plain
+    from robustode.results import config_key
+
+    cfg = config("paper-short")
+    assert isinstance(cfg, Settings) and cfg.width == cfg["width"] == 64 and cfg.strong.restarts == 5
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.width = 32
+    with pytest.raises(TypeError):
+        cfg["width"] = 32  # no item assignment either
+    with pytest.raises(TypeError):
+        cfg.strong["images"] = 1  # nested sections are read-only too
+    assert isinstance(cfg.milestones, tuple)
+    params = {**cfg, "model": "CNN"}
+    assert config_key(params) == config_key(plain(params))  # the run's identity does not see the freezing

@@ -3,8 +3,9 @@ import math
 
 import pytest
 
-from robustode.experiments import run_once
 from robustode.results import fmt_mean_sd, load_run, mean_sd, write_result
+from robustode.store import Store
+from robustode.units import run_once
 
 
 def test_mean_sd_uses_the_sample_standard_deviation():
@@ -35,10 +36,11 @@ def test_a_stored_run_is_reused_only_with_identical_parameters(results_tmp):
         calls.append(1)
         return {"value": len(calls)}
 
-    kw = dict(seed=0, profile="full", device="cpu", resume=True, compute=compute)
-    first = run_once(results_tmp, "exp", "r", params={"epochs": 3}, **kw)
-    again = run_once(results_tmp, "exp", "r", params={"epochs": 3}, **kw)
-    changed = run_once(results_tmp, "exp", "r", params={"epochs": 4}, **kw)
+    kw = dict(seed=0, device="cpu", resume=True, compute=compute)
+    store = Store("full", results_tmp)
+    first = run_once(store, "exp", "r", params={"epochs": 3}, **kw)
+    again = run_once(store, "exp", "r", params={"epochs": 3}, **kw)
+    changed = run_once(store, "exp", "r", params={"epochs": 4}, **kw)
     assert first["metrics"] == again["metrics"] == {"value": 1}
     assert changed["metrics"] == {"value": 2}
     assert load_run(results_tmp, "exp", "r", {"epochs": 3}) is None
@@ -51,3 +53,19 @@ def test_a_copy_without_git_cites_the_commit_it_was_given(results_tmp, monkeypat
     assert git_commit() is None  # results_tmp is no git checkout
     monkeypatch.setenv("ROBUSTODE_GIT_COMMIT", "abc123-dirty")
     assert git_commit() == "abc123-dirty"
+
+
+def test_config_key_ignores_execution_only_settings_and_follows_the_others():
+    from robustode.results import EXECUTION_ONLY, config_key
+
+    params = {"width": 64, "epochs": 100, "lr": 1e-3, "trainer": "auto", "concurrent_seeds": True, "cpu_threads": None,
+              "checkpoint": True, "resume": True}
+    key = config_key(params)
+    switched = {"trainer": "plain", "concurrent_seeds": False, "cpu_threads": 2, "checkpoint": False, "resume": False}
+    assert set(switched) <= EXECUTION_ONLY
+    for name, value in switched.items():
+        assert config_key({**params, name: value}) == key, name  # how a run is executed: same stored run
+    assert config_key({**params, **switched}) == key
+    for name, value in {"width": 32, "epochs": 99, "lr": 2e-3}.items():
+        assert config_key({**params, name: value}) != key, name  # what it computes: another run
+    assert config_key({**params, "new_setting": 1}) != key

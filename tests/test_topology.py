@@ -2,10 +2,11 @@ import pytest
 import torch
 from torch import nn
 
+from robustode.chapters import topology
+from robustode.core.training import TrainSpec, correct_sign, train
 from robustode.data.toy import flip_1d
-from robustode.experiments import topology
 from robustode.models.toy import ODENet, ResNet
-from robustode.training import TrainSpec, correct_sign, train
+from robustode.store import Store
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -52,7 +53,7 @@ def test_the_node_cannot_fit_the_flip_but_anode_can():
 
 def test_unknown_toy_model_name_is_rejected():
     with pytest.raises(ValueError, match="unknown toy model"):
-        topology.build("VAE", 2, {"hidden": 8, "resnet_layers": 2})
+        topology.run.build("VAE", 2, {"hidden": 8, "resnet_layers": 2})
 
 
 def test_non_positive_sizes_fail_before_any_training():
@@ -61,7 +62,7 @@ def test_non_positive_sizes_fail_before_any_training():
                    "resnet_layers": 5, "plot_times": 5, "resume": False},
         "flip": {"num_points": 2, "batch_size": 2, "epochs": 0, "repetitions": 1}}}
     with pytest.raises(ValueError, match="epochs=0"):
-        topology.flip(profile, "cpu")
+        topology.run.flip(profile, "cpu")
 
 
 def test_spheres_writes_one_results_file_per_model_and_repetition(results_tmp):
@@ -72,8 +73,8 @@ def test_spheres_writes_one_results_file_per_model_and_repetition(results_tmp):
                     "batch_size": 8, "epochs": 1, "repetitions": 2, "augment_dims": [0, 1],
                     "plot_points": 4, "field_grid": 3}}}
     out = results_tmp / "results" / "quick"
-    topology.spheres(profile, "cpu", out, progress=False)
+    topology.run.spheres(profile, "cpu", out, progress=False)
     files = sorted(p.name for p in (out / "topology-spheres").glob("*.json"))
     assert files == [f"{m}-seed{s}.json" for m in ("ANODE-p1", "NODE", "ResNet") for s in (0, 1)]
-    rows = {r["model"]: r for r in topology.summary(out, "topology-spheres")}
-    assert rows["NODE"]["runs"] == 2 and "n=2" in rows["NODE"]["train loss"]
+    rows = {r["model"]: r for r in topology.tables.summary(Store("quick", out), "topology-spheres")}
+    assert "(n = 2)" in rows["NODE"]["train loss"] and "failed runs" not in rows["NODE"]

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from robustode.odeblock import ODEBlock
-from robustode.training import TrainSpec, train
+from robustode.core.odeblock import ODEBlock
+from robustode.core.training import TrainSpec, train
 
 
 def _data():

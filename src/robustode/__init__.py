@@ -5,7 +5,7 @@ experiments that take a profile and write results files, and helpers that turn t
 into the book's tables and figures.
 """
 
-from robustode.odeblock import ODEBlock, SolverFailure
+from robustode.core.odeblock import ODEBlock, SolverFailure
 from robustode.profiles import load_profile
 
 __all__ = ["ODEBlock", "SolverFailure", "load_profile", "__version__"]

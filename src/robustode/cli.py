@@ -1,4 +1,4 @@
-"""Command line: ``python -m robustode {plan,run,reproduce,book,report,data,params}``."""
+"""Command line: python -m robustode {plan,run,reproduce,book,report,data,params}."""
 
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _notebook_command(run: Callable[[], Path], label: str) -> int:
-    """Run ``run``; a failing notebook becomes one error line and exit status 1."""
+    """Run ``run``; a failing notebook or book build becomes one error line and exit status 1."""
+    from robustode.book import BookFailed
     from robustode.reproduce import NotebookFailed
 
     try:
         path = run()
-    except NotebookFailed as err:
+    except (NotebookFailed, BookFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{label}: {path}")
@@ -42,10 +43,14 @@ def _notebook_command(run: Callable[[], Path], label: str) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from robustode.core.budget import parse_duration
     from robustode.reproduce import reproduce
 
-    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output),
-                             "manifest")
+    if args.render_only and args.budget:
+        raise SystemExit("error: --render-only runs no plan, so it takes no --budget")
+    budget = parse_duration(args.budget) if args.budget else None
+    return _notebook_command(lambda: reproduce(args.profile, args.notebooks, args.device, log_output=args.log_output,
+                                               budget=budget, advance=not args.render_only), "manifest")
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -56,23 +61,57 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from robustode.paths import results_dir
     from robustode.report import render, report_rows
 
+    if args.claims:
+        import json
+
+        from robustode.claims import as_json, scorecard, scorecard_rows
+        from robustode.store import Store
+
+        judged = scorecard([Store(args.profile)] if args.profile else None)
+        print(json.dumps(as_json(judged), indent=1) if args.format == "json" else render(scorecard_rows(judged)))
+        return 0
     # Without results every run-based row says "not run"; parameter counts are still checked.
-    print(render(report_rows(results_dir(args.profile), args.profile), args.format))
+    print(render(report_rows(args.profile), args.format))
     return 0
 
 
-def _data(args: argparse.Namespace) -> int:
-    from robustode.data.images import IMAGE_SETS, DataMissing, check_dataset, fetch, missing_files
-    from robustode.paths import data_dir
+IMGNET10 = "ImgNet10"
 
-    names = args.names or list(IMAGE_SETS)
+
+def _imgnet10_line(fetch: bool) -> tuple[str, bool]:
+    """ImgNet10 is read from $ROBUSTODE_IMAGENET (ImageNet or Imagenette class folders), never downloaded."""
+    import os
+
+    from robustode.data.imgnet10 import missing_folders
+
+    root = os.environ.get("ROBUSTODE_IMAGENET")
+    missing = missing_folders(root)
+    if not missing:
+        return f"{IMGNET10:<14} available (ROBUSTODE_IMAGENET={root})", False
+    where = f"{len(missing)} of 20 class folders missing under {root}" if root else "ROBUSTODE_IMAGENET is not set"
+    if fetch:
+        print(f"could not fetch {IMGNET10}: it is not downloadable here; set ROBUSTODE_IMAGENET to a folder with "
+              "ImageNet or Imagenette train/ and val/", file=sys.stderr)
+    return f"{IMGNET10:<14} missing: {where} (ImageNet or Imagenette train/ and val/ class folders)", fetch
+
+
+def _data(args: argparse.Namespace) -> int:
+    from robustode.data.images import IMAGE_SETS, DataMissing, fetch, missing_files
+    from robustode.paths import data_dir
+    from robustode.profiles import check_choice
+
+    names = args.names or [*IMAGE_SETS, IMGNET10]
     for name in names:
-        check_dataset(name)
+        check_choice("data set", name, [*IMAGE_SETS, IMGNET10])
     failed = []
     for name in names:
+        if name == IMGNET10:
+            line, not_fetched = _imgnet10_line(args.fetch)
+            print(line)
+            failed += [name] if not_fetched else []
+            continue
         if args.fetch:
             try:
                 fetch(name)
@@ -97,17 +136,19 @@ def _authors_checkpoints(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     from robustode import plan
-
-    _authors_checkpoints(args)
     from robustode.profiles import resolve_device
     from robustode.store import Store
     from robustode.tables import markdown_table
 
+    _authors_checkpoints(args)
     store = Store(args.profile)
     chosen = plan.select(plan.units(args.profile), args.only)  # a bad pattern fails here, before any probe
     if args.measure:
         plan.measure(store, chosen, resolve_device(args.device), force=True)
     rows = plan.plan_rows(args.profile, args.only, store)
+    from robustode.cluster import with_jobs
+
+    rows = with_jobs(rows, store)  # job id and state of each unit submitted with run --executor (if any)
     if args.format == "json":
         import json
 
@@ -121,12 +162,16 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from robustode import plan
-    from robustode.budget import parse_duration
+    from robustode.core.budget import parse_duration
 
     _authors_checkpoints(args)
-    budget = parse_duration(args.budget) if args.budget else None
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    from robustode import cluster
+
+    if cluster.wanted(args):  # one job per pending unit through submitit
+        return cluster.run_command(args)
+    budget = parse_duration(args.budget) if args.budget else None
     plan.select(plan.units(args.profile), args.only)  # a bad pattern fails before any work
     outcome = plan.advance(args.profile, budget, args.only, args.device, progress=not args.quiet, threads=args.threads)
     status = plan.exit_status(outcome)
@@ -158,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     for sp in (pl, rn):
         sp.add_argument("--authors-checkpoints", metavar="PATH",
                         help="a clone of github.com/HanshuYAN/TisODE (default: $ROBUSTODE_AUTHORS_CHECKPOINTS)")
+    from robustode.cluster import add_arguments
+
+    add_arguments(rn)
     rn.set_defaults(func=_run)
 
     rep = sub.add_parser("reproduce", help="run the notebooks through papermill for a profile")
@@ -165,6 +213,9 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--notebooks", nargs="+", metavar="NAME", help="notebook names (default: all, in book order)")
     rep.add_argument("--device", choices=DEVICES, default="auto")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    rep.add_argument("--budget", help="time for the run plan before the notebooks render (150m, 2h; default: none)")
+    rep.add_argument("--render-only", action="store_true",
+                     help="skip the run plan: render the notebooks from the runs already stored (the rest shows as not run)")
     rep.set_defaults(func=_reproduce)
 
     book = sub.add_parser("book", help="execute (quick) and render the Jupyter Book into _build/html")
@@ -173,13 +224,15 @@ def parser() -> argparse.ArgumentParser:
     book.add_argument("--device", choices=DEVICES, default="auto")
     book.set_defaults(func=_book)
 
-    report = sub.add_parser("report", help="every number the paper prints, against the profile's results")
-    report.add_argument("--profile", choices=PROFILES, default="full")
+    report = sub.add_parser("report", help="every number the paper prints, against the best evidence of the runs")
+    report.add_argument("--profile", choices=PROFILES, default=None,
+                        help="only this profile's runs (default: for each number, the strongest profile that has runs)")
     report.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    report.add_argument("--claims", action="store_true", help="the survey's claims with their evidence and verdicts")
     report.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="which data sets are on disk; --fetch downloads missing ones (torchvision)")
-    data.add_argument("names", nargs="*", help="data sets (default: all)")
+    data.add_argument("names", nargs="*", help="data sets (default: all, ImgNet10 included)")
     data.add_argument("--fetch", action="store_true", help="download missing data sets with torchvision")
     data.add_argument("--strict", action="store_true", help="exit 1 if a data set could not be fetched")
     data.set_defaults(func=_data)

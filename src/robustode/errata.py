@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from robustode.reference import reference_values
 from robustode.results import mean_sd
+from robustode.tables import Markdown
 
 
 def log_vs_table() -> list[dict]:
@@ -42,8 +43,9 @@ def table_3_identities() -> list[dict]:
     rows.append({
         "check": "Neural ODE Attention: MNIST row vs FashionMNIST row",
         "evidence": f"identical columns: {', '.join(same)}; largest other metric gap {max(diffs.values()):.4f}",
-        "reading": "two different data sets giving the same accuracy to four digits (8,874 of 10,000) is implausible; "
-                   "a copied row or a data-loading slip is the likelier cause",
+        "reading": "not a plain copy (the other columns differ slightly), but exactly 8,874 of 10,000 right on two data "
+                   "sets of different difficulty is a coincidence one would not expect; a mixed-up data set or a "
+                   "copy-and-edit would explain it (chapter 4 reads it the same way)",
     })
     equal = [f"{m} / {d}" for m, rows_ in (("ODE", ode), ("Classic", classic)) for d, v in rows_.items()
              if v[col["recall"]] == v[col["accuracy"]]]
@@ -79,27 +81,60 @@ def table_4_hidden_sizes() -> list[dict]:
     return rows
 
 
+# Markdown cells: the formulas are maths ($...$, never "|" inside a table cell: \lvert, \rvert).
 TEXTUAL = [
-    ("Eq. (5)", "Meant to be TisODE's time-invariant dynamics, it still writes f(h(t), t, Θ): the t must go "
-     "(our TisODE field ignores t, and a test checks it)."),
-    ("Eq. (6)", "Written as Σ_i |∫_T^{2T} f(z_i(t)) dt|. The authors' code integrates |f| (absolute value inside) "
-     "over [0.9, 1.5] for T = 1, and averages over elements; we follow the code."),
-    ("Eqs. (10)-(11)", "Eq. (10) defines the attention weights as softmax(QKᵀ/√d_k)·V and Eq. (11) multiplies "
-     "by V again (C_t = AV): V is applied twice. The weights are softmax(QKᵀ/√d_k) alone."),
-    ("Fig. 2 caption", "'mapping 1 to 1 (red) and 1 to 1 (blue)' lost its minus signs: the maps are -1 ↦ 1 and 1 ↦ -1."),
-    ("Fig. 3 / Fig. 4", "Taken from Dupont et al.; the figure numbers differ from the arXiv version of that paper."),
-    ("Table I", "Re-reported from Yan et al. (ICLR 2020), not re-run by the survey. The original kept the "
-     "checkpoint with the best accuracy on the noisy *test* set (model selection on test data); we select "
-     "on a validation split."),
-    ("Table I attacks", "The original counts an image as broken if any evaluated iterate, the clean image "
-     "included, is misclassified; its '10-iteration' PGD evaluates nine updates; its loss is a clamped margin, "
-     "not cross-entropy; no random start. The robustness chapters run this faithfully and beside it PGD with "
-     "restarts and AutoAttack."),
+    ("Eq. (5)", "Meant to be TisODE's time-invariant dynamics, it still writes $f(h(t), t, \\Theta)$: the $t$ must go "
+     "(our TisODE field ignores $t$, and a test checks it)."),
+    ("Eq. (6)", "Written as $\\sum_i \\lvert\\int_T^{2T} f(z_i(t))\\,dt\\rvert$. The authors' code integrates $\\lvert f\\rvert$ "
+     "(absolute value inside) over $[0.9, 1.5]$ for $T = 1$, and averages over elements; we follow the code."),
+    ("Eqs. (10)-(11)", "Eq. (10) defines the attention weights as $\\mathrm{softmax}(QK^\\top/\\sqrt{d_k})\\,V$ and Eq. (11) "
+     "multiplies by $V$ again ($C_t = AV$): $V$ is applied twice. The weights are $\\mathrm{softmax}(QK^\\top/\\sqrt{d_k})$ alone."),
+    ("Sec. 3 (ANODE)", "'The augmented flow is not restricted by the homeomorphism constraint': it still is a homeomorphism, of "
+     "$\\mathbb{R}^{d+p}$. What escapes the constraint is its projection back to $\\mathbb{R}^d$ (the read-out), which need not "
+     "be injective; that is why ANODEs can fit what NODEs cannot."),
+    ("Sec. 5, robustness", "'The uniqueness of ODE solutions ... ensuring bounded output deviations' is false: uniqueness keeps "
+     "trajectories apart but bounds nothing; Grönwall's inequality allows deviations to grow as $e^{LT}$ with the field's "
+     "Lipschitz constant $L$."),
+    ("Sec. 5, robustness", "'ANODEs further enhance this inherent robustness' is asserted without any experiment in the survey "
+     "or in its cited sources; chapter 3's controls test it."),
+    ("References", "[27] is cited ('[2,27]') but the list ends at [26]. [25] (Carlini & Wagner, an attack paper) and [26] "
+     "(Athalye et al., which shows that such defences give a false sense of security) are cited as support for the robustness "
+     "of ODE solutions, the opposite of what they show. [14] (Kingma & Ba, Adam) is cited for mixed-precision training "
+     "(Micikevicius et al. 2018 is the source). [23] (Hamiltonian generative networks) is cited for ANODEs (Dupont et al. "
+     "2019, the survey's [7], is the source)."),
+    ("Table I caption", "Truncated mid-sentence: '... the improvement brought by TisODE towards'."),
+    ("Table I", "Introduced as 'we follow the setting of Yan et al. (2020)', but every entry equals Yan et al.'s own table: "
+     "it is re-reported, not re-run. The original kept the checkpoint with the best accuracy on the noisy *test* set (model "
+     "selection on test data); we select on a validation split."),
+    ("Table I attacks", "The original counts an image as broken if any evaluated iterate, the clean image included, is "
+     "misclassified; its '10-iteration' PGD evaluates nine updates; its loss is a clamped margin, not cross-entropy; no "
+     "random start. The robustness chapters run this faithfully and beside it PGD with restarts and AutoAttack."),
     ("Table I, ImgNet10", "The ten ImageNet classes are not published, so that row cannot be reproduced exactly."),
-    ("Section 7", "The attention model's code is not public; Table IV's counts leave no room for the Wq, Wk, Wv "
+    ("Fig. 2 caption", "'mapping 1 to 1 (red) and 1 to 1 (blue)' lost its minus signs: the maps are $-1 \\mapsto 1$ and "
+     "$1 \\mapsto -1$."),
+    ("Fig. 3 / Fig. 4", "Taken from Dupont et al.; the figure numbers differ from the arXiv version of that paper."),
+    ("Section 7", "The attention model's code is not public; Table IV's counts leave no room for the $W_q, W_k, W_v$ "
      "projections the text describes (see the attention chapter's audit)."),
 ]
 
 
 def textual() -> list[dict]:
-    return [{"where": where, "what": what} for where, what in TEXTUAL]
+    """The textual errata; "what" is Markdown with its formulas as maths (tables.Markdown: not escaped)."""
+    return [{"where": where, "what": Markdown(what)} for where, what in TEXTUAL]
+
+
+def tisode_log_margin() -> list[dict]:
+    """Does TisODE's FGSM advantage over the ODENet depend on which logged runs are kept? Per attack: the worst
+    TisODE run against the best ODENet run of the authors' log, and the log's means against Table I's."""
+    ref = reference_values()
+    rows = []
+    for attack, models in ref["authors_mnist_fgsm_runs"].items():
+        tis, ode = models["TisODE"], models["ODENet"]
+        printed = ref["table_1_robustness"]["MNIST"][attack]
+        rows.append({
+            "attack": attack.replace("_", "-").upper(), "worst TisODE run": f"{min(tis):.1f}", "best ODENet run": f"{max(ode):.1f}",
+            "every TisODE run beats every ODENet run": "yes" if min(tis) > max(ode) else "no",
+            "TisODE − ODENet, log means": f"{mean_sd(tis)[0] - mean_sd(ode)[0]:+.1f}",
+            "TisODE − ODENet, Table I": f"{printed['TisODE'][0] - printed['ODENet'][0]:+.1f}",
+        })
+    return rows

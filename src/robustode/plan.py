@@ -15,9 +15,7 @@ times replace the probe.
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import math
 import os
 import platform
 import sys
@@ -28,63 +26,23 @@ from pathlib import Path
 
 import torch
 
-from robustode.budget import Deadline, OutOfBudget
+from robustode.core.budget import Deadline, OutOfBudget
 from robustode.profiles import load_profile
 from robustode.results import device_name, now, write_json_atomic
 from robustode.store import RunLocked, Store
-
-DONE, PARTIAL, PENDING, BLOCKED = "done", "partial", "pending", "blocked"
-
-
-@dataclass
-class Progress:
-    """Where a unit stands: ``state`` (done / partial / pending / blocked), a detail for people, and how much
-    work is left as fractions of its training (``epochs_left`` of ``epochs``) and evaluation (``stages_left``)."""
-
-    state: str
-    detail: str = ""
-    epochs_left: int = 0
-    stages_left: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Context:
-    """What a unit's ``compute`` gets: where to store, on which device, the deadline with the cost estimates
-    to check it against, and a progress hook."""
-
-    store: Store
-    device: torch.device
-    deadline: Deadline
-    progress: bool = True
-    on_epoch: Callable[[dict], None] | None = None
-    epoch_estimate: float = 0.0  # seconds, for the deadline check before an epoch this run has not timed yet
-    stage_estimate: Callable[[str], float] = lambda stage: 0.0  # seconds per evaluation stage, likewise
-
-
-@dataclass
-class Unit:
-    """One run of a profile. ``compute(ctx)`` returns the run's metrics (or raises
-    :class:`~robustode.budget.OutOfBudget` at a clean boundary); ``status(store)`` is its :class:`Progress`;
-    ``kind`` groups units with the same per-epoch and per-stage costs (the same model on the same data);
-    ``probe()`` times that kind here and returns ``{"epoch_s": ..., "stages_s": {stage: ...}}``."""
-
-    id: str
-    experiment: str
-    run: str
-    params: dict
-    seed: int | None
-    epochs: int
-    stages: list[str]
-    kind: str
-    compute: Callable[[Context], dict]
-    status: Callable[[Store], Progress]
-    probe: Callable[[], dict]
-    requires: Callable[[], str] = lambda: ""  # why the unit cannot run here ("" when it can)
-    priority: int = 0
-
-    def matches(self, pattern: str) -> bool:
-        return fnmatch.fnmatchcase(self.id, pattern) or fnmatch.fnmatchcase(self.id, f"*{pattern}*")
-
+from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary)
+    BLOCKED,
+    DONE,
+    PARTIAL,
+    PENDING,
+    Context,
+    Progress,
+    Unit,
+    checkpoint_epoch,
+    ensure,
+    run_unit,
+    time_steps,
+)
 
 # ---------------------------------------------------------------------------------------------- the plan
 
@@ -95,21 +53,21 @@ def profile_name(profile: str | dict) -> str:
 def units(profile: str | dict, device: torch.device | str = "auto") -> list[Unit]:
     """Every unit of ``profile`` (a name, or a loaded profile) for runs on ``device``, in the order the runner
     takes them (priority, then as the chapters list them)."""
-    from robustode import authors
-    from robustode.experiments import anode, attention, robustness, topology
+    from robustode.chapters import anode, attention, robustness, topology
     from robustode.profiles import resolve_device
 
     settings = load_profile(profile) if isinstance(profile, str) else profile
     dev = resolve_device(device) if isinstance(device, str) else device
-    found: list[Unit] = []
-    for section, module in (("robustness", robustness), ("authors", authors), ("attention", attention), ("anode", anode),
-                            ("topology", topology)):
-        if section in settings and hasattr(module, "units"):
-            found += module.units(profile, dev)
-    ids = [u.id for u in found]
+    found: list[tuple[int, Unit]] = []
+    # chapters from the cheapest runs to the dearest, so a CPU advances the ones it can finish first
+    for rank, (section, module) in enumerate((("topology", topology), ("attention", attention),
+                                              ("robustness", robustness), ("anode", anode))):
+        if section in settings:
+            found += [(rank, u) for u in module.run.units(profile, dev)]
+    ids = [u.id for _, u in found]
     if len(ids) != len(set(ids)):
-        raise AssertionError(f"duplicate unit ids in profile {profile!r}")
-    return sorted(found, key=lambda u: u.priority)
+        raise AssertionError(f"duplicate unit ids in profile {profile_name(profile)!r}")
+    return [u for _, u in sorted(found, key=lambda pair: (pair[0], pair[1].priority))]
 
 
 def select(all_units: list[Unit], only: list[str] | None) -> list[Unit]:
@@ -267,24 +225,6 @@ class Outcome:
         return self.remaining == 0
 
 
-def ensure(unit: Unit, ctx: Context, resume: bool = True) -> dict:
-    """The unit's stored results (when ``resume`` and stored with the same parameters), else :func:`run_unit`."""
-    if resume and (stored := ctx.store.run(unit.experiment, unit.run, unit.params)) is not None:
-        return stored
-    return run_unit(unit, ctx)
-
-
-def run_unit(unit: Unit, ctx: Context) -> dict:
-    """Compute ``unit`` under its lock and write its results file (the store drops its partial evaluation)."""
-    with ctx.store.lock(unit.experiment, unit.run):
-        started = now()
-        metrics = unit.compute(ctx)
-        stored = ctx.store.write(unit.experiment, unit.run, params=unit.params, seed=unit.seed, started=started,
-                                 device=ctx.device, metrics=metrics)
-        ctx.store.drop_partial(unit.experiment, unit.run, unit.params)
-        return stored
-
-
 def advance(profile: str | dict, budget: float | None = None, only: list[str] | None = None, device: str = "cpu",
             progress: bool = True, store: Store | None = None, threads: int | None = None,
             log: Callable[[str], None] | None = None) -> Outcome:
@@ -307,7 +247,7 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
     try:
         measure(store, [u for u in runnable if u.status(store).state != DONE], dev)
         todo = [u for u in runnable if u.status(store).state != DONE]
-        total, tic = len(chosen), time.monotonic()
+        total, tic, shared_cache = len(chosen), time.monotonic(), {}
         done_before = len(chosen) - len(todo) - len(outcome.skipped)
         for index, unit in enumerate(todo):
             eta = _eta(store, todo[index:], dev)
@@ -318,7 +258,7 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
                 log(f"[run] {unit.id}: epoch {record['epoch']}/{unit.epochs} in {record['seconds']:.0f} s · {limit()}")
 
             ctx = Context(store, dev, deadline, progress, on_epoch, epoch_estimate(store, unit, dev),
-                          stage_estimator(store, unit, dev))
+                          stage_estimator(store, unit, dev), shared_cache)
             try:
                 run_unit(unit, ctx)
                 outcome.finished.append(unit.id)
@@ -349,21 +289,3 @@ def _eta(store: Store, pending: list[Unit], device: torch.device) -> float | Non
 def exit_status(outcome: Outcome) -> int:
     """0: every runnable unit is done; 3: more to do (call again)."""
     return 0 if outcome.all_done else 3
-
-
-def checkpoint_epoch(path: Path) -> int | None:
-    """The epoch a training checkpoint reached (plain loop or engine), or ``None`` when there is none."""
-    if not path.exists():
-        return None
-    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-
-
-def time_steps(step: Callable[[], None], repeats: int = 2) -> float:
-    """Seconds per call of ``step`` after one warm-up call (the median of ``repeats``)."""
-    step()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - tic)
-    return sorted(times)[len(times) // 2] if times else math.nan

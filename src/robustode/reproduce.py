@@ -1,4 +1,10 @@
-"""Batch reproduction: run the book's notebooks through papermill for one profile.
+"""Batch reproduction: the run plan's units of a profile, then the book's notebooks through papermill.
+
+For every profile but ``quick``, :func:`reproduce` first advances the run plan (:func:`robustode.plan.advance`,
+the same runner as ``robustode run``) over the chapters of the chosen notebooks, then executes the notebooks
+with ``compute=False``: they find the finished runs and only render them. The ``quick`` profile computes inside
+its notebooks (the pipeline check CI runs). A profile's notebooks are those of the chapters it configures,
+and the report.
 
 Executed copies go to ``results/<profile>/notebooks/`` and a manifest (status, duration, parameters,
 commit) to ``results/<profile>/manifest.json``. A notebook executes into ``<name>.partial.ipynb`` and
@@ -22,6 +28,20 @@ from robustode.results import git_commit, now, write_json_atomic
 
 class NotebookFailed(RuntimeError):
     pass
+
+
+# The chapter (profile section) behind each notebook; the report belongs to every profile.
+NOTEBOOK_CHAPTERS = {"01_topology": "topology", "02_robustness": "robustness", "03_tisode": "robustness",
+                     "04_attention": "attention", "05_anode": "anode", "06_report": None, "07_claims": None}
+
+
+def profile_notebooks(profile: str, root: Path | None = None) -> list[str]:
+    """The notebooks a profile can execute: those whose chapter it configures, and the report."""
+    from robustode.profiles import load_profile
+
+    settings = load_profile(profile)
+    return [name for name in available_notebooks(root)
+            if NOTEBOOK_CHAPTERS.get(name) is None or NOTEBOOK_CHAPTERS[name] in settings]
 
 
 def available_notebooks(root: Path | None = None) -> dict[str, Path]:
@@ -57,19 +77,35 @@ def reproduce(
     device: str = "auto",
     out_dir: Path | None = None,
     log_output: bool = False,
+    budget: float | None = None,
+    advance: bool = True,
 ) -> Path:
-    """Execute the notebooks for ``profile``; return the manifest path. Raises :class:`NotebookFailed`."""
+    """Advance the run plan (every profile but ``quick``; within ``budget`` seconds if given), then execute the
+    notebooks for ``profile``; return the manifest path. With ``advance=False`` no run starts: the notebooks render
+    what the store holds. Raises :class:`NotebookFailed`."""
     import papermill as pm
 
     check_choice("profile", profile, PROFILES)
     check_choice("device", device, DEVICES)
     root = project_root()
-    chosen = select_notebooks(notebooks, root)
+    chosen = select_notebooks(notebooks or profile_notebooks(profile, root), root)
+    unknown = [p.stem for p in chosen if p.stem not in profile_notebooks(profile, root)]
+    if unknown:
+        raise ValueError(f"profile {profile!r} configures no chapter for {', '.join(unknown)}; "
+                         f"its notebooks: {', '.join(profile_notebooks(profile, root))}")
+    compute = profile == "quick"
+    if not compute and advance:
+        from robustode import plan
+
+        chapters = sorted({NOTEBOOK_CHAPTERS[p.stem] for p in chosen if NOTEBOOK_CHAPTERS.get(p.stem)})
+        if chapters:
+            print(f"[reproduce] run plan for {', '.join(chapters)} (profile={profile})", file=sys.stderr, flush=True)
+            plan.advance(profile, budget, [f"{c}/*" for c in chapters], device)
     out = Path(out_dir) if out_dir else results_dir(profile)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     manifest = {"profile": profile, "device": device, "git_commit": git_commit(), "started": now(), "notebooks": []}
-    parameters = {"profile": profile, "device": device}
+    parameters = {"profile": profile, "device": device, "compute": compute}
     for path in chosen:
         target = out / "notebooks" / path.name
         entry = {"notebook": path.name, "output": _shown(target, root), "parameters": parameters, "started": now()}

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from robustode.paths import project_root
+from robustode.profiles import plain
 
 PACKAGES = ("robustode", "torch", "torchdiffeq", "torchvision", "numpy")
 
@@ -42,11 +43,23 @@ def git_commit() -> str | None:
     return os.environ.get("ROBUSTODE_GIT_COMMIT") or None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout had uncommitted changes to tracked files (``None`` without git): a run made from a
+    modified tree cites its commit but not exactly that code."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} thread{'s' * (threads != 1)})"
 
 
 def provenance(device: torch.device | str) -> dict[str, Any]:
@@ -58,20 +71,23 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
             versions[name] = None
     return {
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "versions": versions,
         "python": platform.python_version(),
         "device": device_name(device),
     }
 
 
-# How a run is executed, not what it computes: switching one must not orphan stored results or checkpoints.
-EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume"})
+# How a run is executed, or how many runs a profile makes, not what one run computes: changing one must not
+# orphan stored results or checkpoints.
+EXECUTION_ONLY = frozenset({"trainer", "concurrent_seeds", "cpu_threads", "threads", "checkpoint", "resume", "seeds",
+                            "repetitions"})
 
 
 def config_key(params: dict) -> str:
     """A short stable hash of the parameters that change a run's numbers (not :data:`EXECUTION_ONLY`):
     a stored run is reused, and a checkpoint resumed, only if these match exactly."""
-    numeric = {k: v for k, v in params.items() if k not in EXECUTION_ONLY}
+    numeric = {k: plain(v) for k, v in params.items() if k not in EXECUTION_ONLY}
     return hashlib.sha256(json.dumps(numeric, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -84,6 +100,10 @@ def write_json_atomic(path: Path, payload: Any) -> Path:
 
 
 def _jsonable(value: Any) -> Any:
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):  # read-only settings
+        return dict(value)
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, Path):
@@ -142,6 +162,20 @@ def load_results(results_dir: Path, experiment: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+def pack_flags(flags: Iterable[bool]) -> str:
+    """Per-image booleans (robust or not) as compact text for a results file: ``"<count>:<hex of the bits>"``."""
+    bits = [bool(f) for f in flags]
+    value = sum(1 << i for i, f in enumerate(bits) if f)
+    return f"{len(bits)}:{value:x}"
+
+
+def unpack_flags(text: str) -> list[bool]:
+    """The inverse of :func:`pack_flags`."""
+    count, _, hexa = text.partition(":")
+    value = int(hexa, 16)
+    return [bool(value >> i & 1) for i in range(int(count))]
+
+
 def mean_sd(values: Iterable[float]) -> tuple[float, float, int]:
     """Mean and sample standard deviation (ddof = 1, as the papers' +-); sd is nan for one value."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
@@ -158,5 +192,5 @@ def fmt_mean_sd(values: Iterable[float], digits: int = 1, scale: float = 1.0) ->
     if n == 0:
         return "not run"
     if n == 1:
-        return f"{scale * mean:.{digits}f} (n=1)"
-    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n={n})"
+        return f"{scale * mean:.{digits}f} (n = 1)"
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f} (n = {n})"

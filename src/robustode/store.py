@@ -10,7 +10,9 @@ Under ``results/<profile>/``:
 * ``partial/<experiment>/<run>-<key>.json`` — the evaluation stages a run has finished so far, so a long
   evaluation stopped by a budget resumes at the next stage;
 * ``locks/<experiment>/<run>.lock`` — held by the process computing that run (two runners never compute one
-  run twice; a lock whose process is gone is taken over).
+  run twice). The file names the process, its host and, for a scheduler job, the job (``Store(owner=...)``);
+  a lock whose process is gone from this host is taken over, and so is one left by the same job before it
+  was requeued (on the same host or another); a lock held from another host by another job is respected.
 
 ``<key>`` is :func:`robustode.results.config_key` of the parameters that determine the file's content
 (training parameters for checkpoints and models, all parameters for partial evaluations), so a changed
@@ -22,15 +24,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from robustode.core.training import save_atomic
 from robustode.paths import results_dir
+from robustode.profiles import plain
 from robustode.results import config_key, load_results, load_run, write_json_atomic, write_result
-from robustode.training import save_atomic
+from robustode.wording import not_run  # noqa: F401  (re-exported: the store's reasons use the one wording)
 
 MODEL_FORMAT = "robustode.model/1"
 
@@ -40,11 +45,15 @@ class RunLocked(RuntimeError):
 
 
 class Store:
-    """A profile's results folder (``results/<profile>`` unless ``root`` is given)."""
+    """A profile's results folder (``results/<profile>`` unless ``root`` is given). ``owner`` names a scheduler
+    job ("slurm:1234_5") whose process holds the locks: the same job requeued takes its own stale locks over."""
 
-    def __init__(self, profile: str, root: Path | str | None = None):
+    def __init__(self, profile: str, root: Path | str | None = None, owner: str = ""):
         self.profile = profile
         self.root = Path(root) if root is not None else results_dir(profile)
+        if any(c.isspace() for c in owner):
+            raise ValueError(f"a lock owner is one word, got {owner!r}")
+        self.owner = owner
 
     def __repr__(self) -> str:
         return f"Store({self.profile!r}, {str(self.root)!r})"
@@ -60,6 +69,10 @@ class Store:
     def write(self, experiment: str, run: str, **fields: Any) -> dict:
         write_result(self.root, experiment, run, profile=self.profile, **fields)
         return load_run(self.root, experiment, run)
+
+    def pending(self) -> str:
+        """Why a planned run of this profile has no results yet (for "not run" rows)."""
+        return f"to be computed by robustode run --profile {self.profile}"
 
     # ------------------------------------------------------------------ side files
     def _side(self, kind: str, experiment: str, run: str, params: dict, suffix: str) -> Path:
@@ -79,7 +92,7 @@ class Store:
         """Keep a trained model (weights plus JSON-like ``extra``: history, trainer) and drop its resume state."""
         path = self.model_file(experiment, run, params)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic({"format": MODEL_FORMAT, "params": params, "model": state_dict, **extra}, path)
+        save_atomic({"format": MODEL_FORMAT, "params": plain(params), "model": state_dict, **extra}, path)
         for stale in self.checkpoint(experiment, run, params).parent.glob(f"{run}-{config_key(params)}.*"):
             stale.unlink()
         return path
@@ -115,13 +128,17 @@ class Store:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                holder = _pid_in(path)
-                if holder is not None and _alive(holder):
-                    raise RunLocked(f"{experiment}/{run} is being computed by process {holder}") from None
-                path.unlink(missing_ok=True)  # its process is gone: take it over
+                holder = _holder_in(path)
+                if holder is not None and _holds(holder, self.owner):
+                    pid, host, owner = holder
+                    where = "" if host == socket.gethostname() else f" on {host}"
+                    job = f" (job {owner})" if owner else ""
+                    hint = f"; if it is gone, delete {path}" if where else ""
+                    raise RunLocked(f"{experiment}/{run} is being computed by process {pid}{where}{job}{hint}") from None
+                path.unlink(missing_ok=True)  # its process is gone, or it is this job's own before a requeue
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+                handle.write(" ".join(filter(None, (str(os.getpid()), socket.gethostname(), self.owner))))
             break
         else:  # pragma: no cover - a third process raced us twice
             raise RunLocked(f"{experiment}/{run} is being computed by another process")
@@ -131,11 +148,24 @@ class Store:
             path.unlink(missing_ok=True)
 
 
-def _pid_in(path: Path) -> int | None:
+def _holder_in(path: Path) -> tuple[int, str, str] | None:
+    """(pid, host, owner) from a lock file; a bare pid (the older format) is a process on this host."""
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        words = path.read_text().split()
+        return int(words[0]), words[1] if len(words) > 1 else socket.gethostname(), words[2] if len(words) > 2 else ""
+    except (OSError, ValueError, IndexError):
         return None
+
+
+def _holds(holder: tuple[int, str, str], owner: str) -> bool:
+    """Whether the lock's holder may still be computing: not when it is this same job (requeued) or a process
+    gone from this host; a process on another host cannot be checked from here, so it holds."""
+    pid, host, held_by = holder
+    if owner and held_by == owner:
+        return False
+    if host == socket.gethostname():
+        return _alive(pid)
+    return True
 
 
 def _alive(pid: int) -> bool:

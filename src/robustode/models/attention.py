@@ -1,7 +1,7 @@
 """The survey's Sec. 7 models: Classic Attention and Neural ODE Attention over the rows of an image.
 
 Its code is not public, so the layout is rebuilt from the text and pinned down by Table IV's
-parameter counts (see :mod:`robustode.experiments.attention` for the audit):
+parameter counts (see :mod:`robustode.chapters.attention.audit` for the audit):
 
 * an image is a sequence of its rows: ``L`` positions of ``W`` values (MNIST 28 x 28; CIFAR read
   as single-channel 32 x 32 images, which the count differences imply);
@@ -11,14 +11,17 @@ parameter counts (see :mod:`robustode.experiments.attention` for the audit):
 * attention over the ``L`` positions at each kept time point, the per-time context vectors averaged
   (Sec. 7.2.6), dropout, decoder ``Linear(hidden -> classes)``.
 
-Two attention blocks are offered. ``"score"`` is the one that reproduces every Table IV count
+Three attention blocks are offered. ``"score"`` is the one that reproduces every Table IV count
 (hidden 128 for Classic, 32 for ODE): LayerNorm then a single scoring vector, ``3 * hidden + 1``
-parameters, shared by all time points. ``"qkv"`` is the text's Eqs. (7)-(11) taken literally:
-learnable ``W_q, W_k, W_v`` (hidden x hidden, no bias) at every time point, which the printed
-counts have no room for.
+parameters, shared by all time points. ``"conv"`` is a second layout that fits the same eight counts:
+a ``Conv1d(hidden -> 1, kernel 3, bias)`` score over neighbouring rows, also ``3 * hidden + 1``
+parameters, but position-aware (a row's score depends on its neighbours, and the zero padding marks
+the first and last rows). The counts cannot tell the two apart. ``"qkv"`` is the text's Eqs. (7)-(11)
+taken literally: learnable ``W_q, W_k, W_v`` (hidden x hidden, no bias) at every time point, which the
+printed counts have no room for.
 
-Nothing in either layout depends on a row's index: the encoder, the field and the attention treat
-every row alike, so the models see an unordered bag of rows. The counts forbid a learned position
+Nothing in the ``score`` and ``qkv`` layouts depends on a row's index: the encoder, the field and the
+attention treat every row alike, so the models see an unordered bag of rows. The counts forbid a learned position
 embedding (it would add ``L * hidden`` parameters and change the CIFAR-minus-MNIST difference);
 ``positions="sinusoidal"`` adds the fixed encoding of Vaswani et al. (2017), which costs none.
 """
@@ -31,8 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustode.models import register_builder
-from robustode.odeblock import ODEBlock, ReportsNFE
+from robustode.core.odeblock import ODEBlock, ReportsNFE
 
 ROW_WIDTH = {"MNIST": 28, "FashionMNIST": 28, "CIFAR10": 32, "CIFAR100": 32}
 CLASSES = {"MNIST": 10, "FashionMNIST": 10, "CIFAR10": 10, "CIFAR100": 100}
@@ -40,7 +42,7 @@ DATASETS = tuple(ROW_WIDTH)
 CLASSIC_HIDDEN = 128
 ODE_HIDDEN = 32
 ATTENTION_TIMES = (0.25, 0.5, 0.75, 1.0)
-ATTENTIONS = ("score", "qkv")
+ATTENTIONS = ("score", "qkv", "conv")
 POSITIONS = ("none", "sinusoidal")
 
 
@@ -71,6 +73,25 @@ class ScoreAttention(nn.Module):
         z = self.norm(h)
         weights = torch.softmax(self.score(z).squeeze(-1).float(), dim=-1)
         return torch.einsum("bl,blh->bh", weights.to(z.dtype), z), weights
+
+
+class ConvScoreAttention(nn.Module):
+    """Attention pooling with a local score: ``a = softmax_i(conv1d(h)_i)``, ``c = sum_i a_i h_i``.
+
+    ``Conv1d(hidden -> 1, kernel 3, padding 1, bias)`` over the L positions: ``3 * hidden + 1`` parameters, as many
+    as :class:`ScoreAttention`'s LayerNorm and scoring vector, so this layout also gives every Table IV count. A
+    row's score reads the row above and below it (zeros beyond the ends), so the pooling is not permutation
+    invariant: a position-aware model with the printed counts.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.score = nn.Conv1d(hidden, 1, kernel_size=3, padding=1)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h`` (B, L, hidden) -> context (B, hidden), weights (B, L)."""
+        weights = torch.softmax(self.score(h.transpose(1, 2)).squeeze(1).float(), dim=-1)
+        return torch.einsum("bl,blh->bh", weights.to(h.dtype), h), weights
 
 
 class QKVAttention(nn.Module):
@@ -108,7 +129,7 @@ def sinusoidal_positions(length: int, hidden: int) -> torch.Tensor:
 def attention_block(kind: str, hidden: int) -> nn.Module:
     if kind not in ATTENTIONS:
         raise ValueError(f"unknown attention {kind!r}; choose one of: {', '.join(ATTENTIONS)}")
-    return ScoreAttention(hidden) if kind == "score" else QKVAttention(hidden)
+    return {"score": ScoreAttention, "qkv": QKVAttention, "conv": ConvScoreAttention}[kind](hidden)
 
 
 class ODEFunc(nn.Module):
@@ -210,18 +231,3 @@ def build(name: str, dataset: str, attention: str = "score", **options) -> RowAt
     if name not in models:
         raise ValueError(f"unknown attention model {name!r}; choose one of: {', '.join(models)}")
     return models[name](ROW_WIDTH[dataset], CLASSES[dataset], attention=attention, **options)
-
-
-_REGISTERED = (
-    ("ClassicAttention", "ClassicAttention", {}, "Sec. 7 baseline as Table IV counts it: hidden 128, LayerNorm + score attention"),
-    ("ODEAttention", "ODEAttention", {}, "Sec. 7 Neural ODE Attention as Table IV counts it: hidden 32, shared score attention"),
-    ("ClassicAttention-QKV", "ClassicAttention", {"attention": "qkv"}, "text-faithful baseline: hidden 128, Wq, Wk, Wv (128 x 128)"),
-    ("ODEAttention-QKV", "ODEAttention", {"attention": "qkv"},
-     "text-faithful: hidden 32, Wq, Wk, Wv (32 x 32) at each of 4 time points"),
-    ("ClassicAttention-PE", "ClassicAttention", {"positions": "sinusoidal"},
-     "ClassicAttention + fixed sinusoidal row positions (no parameters)"),
-    ("ODEAttention-PE", "ODEAttention", {"positions": "sinusoidal"},
-     "ODEAttention + fixed sinusoidal row positions (no parameters)"),
-)
-for _name, _base, _options, _description in _REGISTERED:
-    register_builder(_name, DATASETS, _description, build, _base, **_options)

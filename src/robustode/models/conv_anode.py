@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustode.core.dynamics import Augment
+from robustode.core.odeblock import ODEBlock, ReportsNFE
 from robustode.data.images import check_dataset
-from robustode.dynamics import Augment
-from robustode.models import register
-from robustode.odeblock import ODEBlock, ReportsNFE
 
 
 class TimeConv2d(nn.Conv2d):
@@ -95,11 +94,9 @@ def conv_odenet(dataset: str, num_filters: int, augment_dim: int, **solver) -> C
     return ConvODENet((spec.channels, spec.size, spec.size), num_filters, augment_dim, spec.classes, **solver)
 
 
-@register("ConvNODE", ("MNIST", "CIFAR10"), "Dupont et al. conv NODE: 92 filters (MNIST), 125 (CIFAR-10)")
-def _conv_node(dataset: str) -> nn.Module:
+def conv_node(dataset: str) -> nn.Module:
     return conv_odenet(dataset, **TABLE_1_MODELS[dataset]["NODE"])
 
 
-@register("ConvANODE", ("MNIST", "CIFAR10"), "Dupont et al. conv ANODE: 64 filters, p=5 (MNIST), p=10 (CIFAR-10)")
-def _conv_anode(dataset: str) -> nn.Module:
+def conv_anode(dataset: str) -> nn.Module:
     return conv_odenet(dataset, **TABLE_1_MODELS[dataset]["ANODE"])

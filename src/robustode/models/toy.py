@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustode.dynamics import Augment, MLPDynamics
-from robustode.models import register
-from robustode.odeblock import ODEBlock, ReportsNFE
+from robustode.core.dynamics import Augment, MLPDynamics
+from robustode.core.odeblock import ODEBlock, ReportsNFE
 
 
 class FirstCoordinates(nn.Module):
@@ -82,21 +81,17 @@ class ResNet(nn.Module):
         return self.head(self.features(x))
 
 
-@register("toy-NODE", ("spheres2d",), "Dupont et al. NODE, hidden 32, time-dependent, dopri5 1e-3")
-def _toy_node(dataset: str) -> nn.Module:
+def toy_node(dataset: str) -> nn.Module:
     return ODENet(2, hidden=32)
 
 
-@register("toy-ANODE-p1", ("spheres2d",), "Dupont et al. ANODE, p = 1")
-def _toy_anode1(dataset: str) -> nn.Module:
+def toy_anode1(dataset: str) -> nn.Module:
     return ODENet(2, hidden=32, augment_dim=1)
 
 
-@register("toy-ANODE-p5", ("spheres2d",), "Dupont et al. ANODE, p = 5 (config.json)")
-def _toy_anode5(dataset: str) -> nn.Module:
+def toy_anode5(dataset: str) -> nn.Module:
     return ODENet(2, hidden=32, augment_dim=5)
 
 
-@register("toy-ResNet", ("spheres2d",), "Dupont et al. ResNet baseline, hidden 32, 5 layers")
-def _toy_resnet(dataset: str) -> nn.Module:
+def toy_resnet(dataset: str) -> nn.Module:
     return ResNet(2, hidden=32, num_layers=5)

@@ -1,0 +1,115 @@
+"""Chapters 2-3 prose and comparisons computed from the results files: what a profile's runs are, and the
+survey's model-against-model claims with their uncertainty."""
+
+from __future__ import annotations
+
+from robustode.chapters.robustness.config import TABLE_MODELS, table_one_rows
+from robustode.chapters.robustness.tables import _by_model, _runs, failed_checks, table_value
+from robustode.compare import Difference, paired_bootstrap, welch_interval
+from robustode.profiles import tier
+from robustode.reference import reference_values
+from robustode.results import mean_sd, unpack_flags
+from robustode.store import Store
+from robustode.wording import plural
+
+PAIRS = (("CNN", "ODENet"), ("ODENet", "TisODE"), ("CNN", "TisODE"))
+
+
+def profile_banner(cfg: dict, profile: str) -> str:
+    """What this profile's runs are, in one paragraph built from its settings (shown at the top of a chapter)."""
+    size = f"{cfg['image_size']}×{cfg['image_size']} (area-downsampled)" if cfg["image_size"] else "native-size"
+    aa = cfg["autoattack"]
+    aa_text = "standard AutoAttack" if aa["version"] == "standard" else (
+        f"a reduced AutoAttack ({', '.join(aa['attacks'])}; " + ", ".join(f"{k} = {v}" for k, v in aa["overrides"].items()) + ")")
+    strong = cfg["strong"]
+    text = (
+        f"width {cfg['width']}, {size} {cfg['dataset']} images, "
+        f"{cfg['train_size'] or 'all'} training images less a {cfg['val_size']:,}-image validation split, "
+        f"{plural(cfg['epochs'], 'epoch')} of batch {cfg['batch_size']}, Adam lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
+        f"LR milestones {cfg['milestones'] or 'none'}, steady-state term from epoch {cfg['steady_start_epoch']} (0-based), "
+        f"{plural(cfg['repetitions'], 'seed')}; faithful attacks on {cfg['attack_images']:,} of Yan et al.'s 1,000 images; strong PGD "
+        f"on {strong['images'] or 'all test'} images ({plural(max(strong['steps']), 'step')} × "
+        f"{plural(strong['restarts'], 'restart')}); {aa_text} on {aa['images'] or 'all test'} images"
+    )
+    return f"**Profile `{profile}` — {tier(profile).label}:** {text}."
+
+
+def _flags(metrics: dict, kind: str, eps: str) -> list[bool] | None:
+    packed = metrics.get("faithful_flags", {}).get(kind, {}).get(eps)
+    return unpack_flags(packed) if packed else None
+
+
+def differences(store: Store, dataset: str, a: str, b: str) -> list[tuple[str, Difference, float | None]]:
+    """``b`` minus ``a`` (accuracy points) at every Table I perturbation and, where stored, under the strong attacks
+    (strong PGD and AutoAttack at Table I's PGD epsilons): ``(label, difference, printed difference or None)``.
+    A paired bootstrap over the shared images and the seeds where per-image results are stored, else Welch over
+    seeds; ``[]`` when either model has no runs."""
+    runs = _runs(store, dataset)
+    ma, mb = _by_model(runs, a), _by_model(runs, b)
+    if not ma or not mb:
+        return []
+    out = []
+    for key, kind, value in table_one_rows(dataset):
+        fa = [_flags(m, kind, value) for m in ma] if kind != "gaussian" else []
+        fb = [_flags(m, kind, value) for m in mb] if kind != "gaussian" else []
+        if fa and fb and all(f is not None for f in fa + fb):
+            diff = paired_bootstrap(fa, fb)
+        else:
+            diff = welch_interval([table_value(m, kind, value) for m in ma], [table_value(m, kind, value) for m in mb])
+        printed = reference_values()["table_1_robustness"][dataset][key]
+        label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
+        out.append((label, diff, printed[b][0] - printed[a][0] if a in printed and b in printed else None))
+    for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+        for attack, get in (("strong PGD", lambda m, e=eps: m["strong"][e]),
+                            ("AutoAttack", lambda m, e=eps: m["strong"][e].get("autoattack"))):
+            sa, sb = [get(m) for m in ma], [get(m) for m in mb]
+            if not all(sa + sb):
+                continue
+            if all("flags" in x for x in sa + sb) and len({x["images"] for x in sa + sb}) == 1:
+                diff = paired_bootstrap([unpack_flags(x["flags"]) for x in sa], [unpack_flags(x["flags"]) for x in sb])
+            else:
+                diff = welch_interval([100 * x["accuracy"] for x in sa], [100 * x["accuracy"] for x in sb])
+            out.append((f"{attack}-{eps}", diff, None))
+    return out
+
+
+def comparisons(store: Store, dataset: str = "MNIST", pairs: tuple[tuple[str, str], ...] = PAIRS) -> list[dict]:
+    """The survey's comparisons (b − a, accuracy points) at every Table I perturbation and under the strong attacks,
+    ours with a 95 % interval (:func:`differences`) beside the printed difference."""
+    rows = []
+    for a, b in pairs:
+        for label, diff, printed in differences(store, dataset, a, b):
+            rows.append({"comparison": f"{b} − {a}", "perturbation": label, "ours [95 % CI]": diff.text(),
+                         "printed": "—" if printed is None else f"{printed:+.1f}",
+                         "same sign as printed": "—" if printed is None else _agreement(diff, printed),
+                         "interval from": diff.method})
+    return rows
+
+
+def _agreement(diff, printed: float) -> str:
+    if diff.low is None:
+        return "unresolved (no interval)"
+    if not diff.excludes_zero:
+        return "unresolved (interval contains 0)"
+    return "yes" if (diff.value > 0) == (printed > 0) else "no: opposite sign"
+
+
+def findings(store: Store, dataset: str = "MNIST", models: tuple[str, ...] = TABLE_MODELS) -> list[str]:
+    """Sentences on the gap between the faithful and the strong attacks, and the failed sanity checks."""
+    runs = _runs(store, dataset)
+    present = [m for m in models if _by_model(runs, m)]
+    if not present:
+        return []
+    out = []
+    mean = lambda vals: mean_sd(vals)[0]  # noqa: E731
+    for name in present:
+        mine = _by_model(runs, name)
+        for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+            faithful = mean([100 * m["faithful"]["pgd"][eps] for m in mine])
+            strong = mean([100 * m["strong"][eps]["accuracy"] for m in mine])
+            out.append(f"{name}, PGD-{eps}: faithful {faithful:.1f} % ({mine[0]['attack_images']:,} images), strong "
+                       f"{strong:.1f} % ({mine[0]['strong'][eps]['images']:,} images): the strong attack takes "
+                       f"{faithful - strong:.1f} points more (mean over {plural(len(mine), 'seed')}).")
+    failed = [f for f in failed_checks(store, dataset) if f.split(" seed")[0] in present]
+    out.append("Failed sanity checks: " + ("; ".join(failed) if failed else "none."))
+    return out

@@ -1,0 +1,311 @@
+"""Chapters 2-3 tables: rows built from one profile's results files only (Table I against the printed values,
+strong attacks, sanity checks, solver transfer, defences, run summaries, steadiness).
+
+Every function takes the :class:`~robustode.store.Store` of the profile to show. A table with no stored runs
+returns ``[]``; the chapter then says in one line why (:func:`why_empty`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from robustode.chapters.robustness.config import (
+    CONTROLS,
+    MAIN_MODELS,
+    MODELS,
+    TABLE_MODELS,
+    controlled,
+    eps_value,
+    experiment_name,
+    missing_reason,
+    table_one_rows,
+)
+from robustode.core.evaluation import sanity_checks
+from robustode.reference import Printed, printed, reference_values
+from robustode.results import fmt_mean_sd, mean_sd
+from robustode.store import Store
+from robustode.tables import flag
+from robustode.verdict import Reproduced, row
+from robustode.wording import not_run, plural
+
+
+def _runs(store: Store, dataset: str) -> list[dict]:
+    """Stored runs in model order (CNN, ODENet, TisODE, then the +denoise variants, then the controls), then by seed."""
+    runs = store.runs(experiment_name(dataset))
+    order = {name: i for i, name in enumerate(MODELS)}
+    return sorted(runs, key=lambda r: (order.get(r["params"]["model"], len(order)), r["seed"]))
+
+
+def _by_model(runs: list[dict], name: str) -> list[dict]:
+    return [r["metrics"] for r in runs if r["params"]["model"] == name]
+
+
+def why_empty(store: Store, dataset: str) -> str:
+    """Why ``dataset`` has no runs in ``store``: its data are missing here, or its runs are pending in the plan."""
+    return not_run(missing_reason(dataset) or store.pending())
+
+
+def device_of(runs: list[dict]) -> str:
+    return ", ".join(sorted({r["provenance"]["device"].split(" (")[0] for r in runs}))
+
+
+def table_value(metrics: dict, kind: str, value: str) -> float:
+    """The Table I quantity of one run, in percent."""
+    if kind == "gaussian":
+        return 100 * metrics["noise"][str(float(value))]
+    return 100 * metrics["faithful"][kind][value]
+
+
+def report_values(p: Printed, store: Store) -> Reproduced:
+    """Our values for a printed Table I number (or one of the authors' logged FGSM runs): one per seed; for the
+    parameter counts of the authors' logs, the count of the model we build."""
+    if p.section == "tisode_repo_parameters":
+        from robustode.models import build_model, count_parameters
+
+        dataset, model = p.key
+        return Reproduced((float(count_parameters(build_model(model, dataset))),), store.profile, exact=True)
+    dataset, key, model = p.key[:3]
+    kind, value = next((k, v) for ref_key, k, v in table_one_rows(dataset) if ref_key == key)
+    runs = [r for r in _runs(store, dataset) if r["params"]["model"] == model]
+    values = tuple(table_value(r["metrics"], kind, value) for r in runs)
+    if not values:
+        return Reproduced(reason=why_empty(store, dataset).removeprefix("not run: "))
+    return Reproduced(values, store.profile, device_of(runs))
+
+
+def table_one(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
+    """Table I rows for a data set: printed value, ours (mean ± sd over seeds), the difference with its 95 %
+    interval and the verdict (:mod:`robustode.verdict`); ``[]`` when no model has runs."""
+    runs = _runs(store, dataset)
+    if not any(r["params"]["model"] in models for r in runs):
+        return []
+    rows = []
+    for key, kind, value in table_one_rows(dataset):
+        label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
+        for name in models:
+            r = row(printed("table_1_robustness", dataset, key, name), report_values(
+                printed("table_1_robustness", dataset, key, name), store), label=label, context=False)
+            rows.append({"perturbation": r.pop("quantity"), "model": name, **r})
+    return rows
+
+
+def strong_table(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
+    """Faithful PGD beside strong PGD and AutoAttack at Table I's PGD epsilons (%, mean ± sd over seeds)."""
+    runs = _runs(store, dataset)
+    rows = []
+    for _, kind, eps in table_one_rows(dataset):
+        if kind != "pgd":
+            continue
+        for name in models:
+            mine = _by_model(runs, name)
+            if not mine:
+                continue
+            strong = [m["strong"][eps] for m in mine]
+            aa = [s["autoattack"] for s in strong if "autoattack" in s]
+            rows.append({
+                "eps": eps, "model": name,
+                "faithful PGD": fmt_mean_sd([100 * m["faithful"]["pgd"][eps] for m in mine]),
+                "strong PGD": fmt_mean_sd([100 * s["accuracy"] for s in strong]),
+                "AutoAttack": fmt_mean_sd([100 * a["accuracy"] for a in aa]) if aa else not_run(),
+                "images (faithful / strong / AA)": f"{mine[0]['attack_images']} / {strong[0]['images']} / "
+                                                   + (str(aa[0]["images"]) if aa else "—"),
+            })
+    return rows
+
+
+def strong_settings(store: Store, dataset: str) -> str:
+    """One sentence: how the strong attacks of ``store``'s runs were configured."""
+    runs = _runs(store, dataset)
+    if not runs:
+        return ""
+    strong = next(iter(runs[0]["metrics"]["strong"].values()))
+    aa = strong.get("autoattack")
+    return (f"Strong PGD: cross-entropy, random start, {plural(strong['steps'], 'step')} × "
+            f"{plural(strong['restarts'], 'restart')} on {strong['images']} images"
+            + (f"; AutoAttack ({aa['config']}) on the first {aa['images']} of them." if aa else "; no AutoAttack."))
+
+
+def checks_of(run: dict) -> list[dict]:
+    """The sanity checks of a stored run, judged now by :func:`robustode.core.evaluation.sanity_checks` (the rule lives
+    in code, the measurements in the results file)."""
+    return sanity_checks(run["metrics"], run["params"]["sanity"]["tolerance"])
+
+
+def sanity_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
+    """Every check of every run; a failed one in red (:func:`robustode.tables.flag`)."""
+    rows = []
+    for r in _runs(store, dataset):
+        if r["params"]["model"] not in models:
+            continue
+        for c in checks_of(r):
+            rows.append({"model": r["params"]["model"], "seed": r["seed"], "check": c["check"],
+                         "result": flag(c["ok"], ("passed: " if c["ok"] else "") + c["detail"])})
+    return rows
+
+
+def failed_checks(store: Store, dataset: str) -> list[str]:
+    return [f"{r['params']['model']} seed {r['seed']}: {c['check']} ({c['detail']})"
+            for r in _runs(store, dataset) for c in checks_of(r) if not c["ok"]]
+
+
+def solver_transfer_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
+    """Accuracy (%) of faithful PGD crafted through one solver (rows: an Euler step, or a model's deployed adaptive
+    method) and judged with another (seed 0)."""
+    rows = []
+    for r in _runs(store, dataset):
+        st = r["metrics"].get("sanity", {}).get("solver_transfer")
+        if not st or r["seed"] != 0 or r["params"]["model"] not in models:
+            continue
+        for craft, judged in st["accuracy"].items():
+            rows.append({"model": f"{r['params']['model']} (deployed step {st['deployed_step']})",
+                         "crafted with step": craft,
+                         **{f"judged at {j}": f"{100 * a:.1f}" for j, a in judged.items()}})
+    return rows
+
+
+def authors_spread(store: Store, models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
+    """The authors' own three logged FGSM runs per MNIST model beside the printed value and ours (one per seed)."""
+    authors = reference_values()["authors_mnist_fgsm_runs"]
+    runs = _runs(store, "MNIST")
+    rows = []
+    for key, per_model in authors.items():
+        eps = key.removeprefix("fgsm_")
+        for name, values in per_model.items():
+            if name not in models:
+                continue
+            ours = [100 * m["faithful"]["fgsm"][eps] for m in _by_model(runs, name) if eps in m["faithful"]["fgsm"]]
+            mean, sd, _ = mean_sd(values)
+            p = reference_values()["table_1_robustness"]["MNIST"][key][name]
+            rows.append({"attack": f"FGSM-{eps}", "model": name, "authors' runs": ", ".join(f"{v:.1f}" for v in values),
+                         "authors' mean ± sd": f"{mean:.1f} ± {sd:.1f}", "printed": f"{p[0]:.1f} ± {p[1]:.1f}",
+                         f"ours ({store.profile})": ", ".join(f"{v:.1f}" for v in ours) or why_empty(store, "MNIST")})
+    return rows
+
+
+def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
+    """Sec. 5.3: each model alone, with feature denoising, with input randomisation (%, mean ± sd over seeds)."""
+    runs = _runs(store, dataset)
+    rows = []
+    for name in MAIN_MODELS:
+        mine = _by_model(runs, name)
+        if not mine:
+            continue
+        variants = [(name, mine)]
+        rand = [m["randomised"] for m in mine if "randomised" in m]
+        if rand:
+            variants.append((f"{name} + input randomisation", rand))
+        for label, ms in variants:
+            entry = {"model": label, "clean": fmt_mean_sd([100 * m["clean"] for m in ms])}
+            for _, kind, value in table_one_rows(dataset):
+                if kind == "gaussian":
+                    entry[f"σ = {value}"] = fmt_mean_sd([100 * m["noise"][str(float(value))] for m in ms])
+                else:
+                    entry[f"{kind.upper()}-{value}"] = fmt_mean_sd([100 * m["faithful"][kind][value] for m in ms])
+            for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+                entry[f"strong PGD-{eps}"] = fmt_mean_sd([100 * m["strong"][eps]["accuracy"] for m in ms])
+            rows.append(entry)
+    return rows
+
+
+def curves(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> dict[str, dict]:
+    """Per model: mean accuracy (%) vs sigma and vs eps (FGSM, PGD), averaged over seeds, for the plots."""
+    runs = _runs(store, dataset)
+    out = {}
+    for name in models:
+        mine = _by_model(runs, name)
+        if not mine:
+            continue
+        entry = {"noise": {}, "fgsm": {}, "pgd": {}, "runs": len(mine)}
+        for s in mine[0]["noise"]:
+            entry["noise"][float(s)] = mean_sd([100 * m["noise"][s] for m in mine])[:2]
+        for kind in ("fgsm", "pgd"):
+            for eps in mine[0]["faithful"][kind]:
+                entry[kind][eps_value(eps)] = mean_sd([100 * m["faithful"][kind][eps] for m in mine])[:2]
+        out[name] = entry
+    return out
+
+
+def run_summary(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
+    """Per run: parameters, epochs, selected epoch, validation and clean test accuracy, training time."""
+    rows = []
+    for r in _runs(store, dataset):
+        m, p = r["metrics"], r["params"]
+        if p["model"] not in models:
+            continue
+        epochs = m["history"]["epochs"]
+        best = m["history"]["best_epoch"]
+        together = max((e.get("concurrent_runs", 1) for e in epochs), default=1)
+        rows.append({"model": p["model"], "seed": r["seed"], "parameters": f"{m['parameters']:,}",
+                     "epochs (selected)": f"{len(epochs)} ({best})" if best else str(len(epochs)),
+                     "val. acc. % (noisy)": f"{100 * epochs[best - 1]['val_noisy_accuracy']:.1f}" if best else "—",
+                     "clean test acc. %": f"{100 * m['clean']:.1f}",
+                     "train time": f"{sum(e['seconds'] for e in epochs) / 60:.0f} min"
+                                   + (f" ({together} seeds at once)" if together > 1 else "")})
+    return rows
+
+
+def trained_with(store: Store, dataset: str) -> str:
+    """One sentence naming how the profile's runs were trained: trainer, device, width, epochs."""
+    runs = _runs(store, dataset)
+    if not runs:
+        return ""
+    trainers = sorted({r["metrics"].get("trainer", "plain") for r in runs})
+    devices = sorted({r["provenance"]["device"] for r in runs})
+    p = runs[0]["params"]
+    return (f"{plural(len(runs), 'run')} of width {p['width']}, {plural(p['epochs'], 'epoch')} each, trained with the "
+            f"{' / '.join(trainers)} loop on {'; '.join(devices)}.")
+
+
+def steadiness_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
+    """Mean |f(z(t))| at t = 0, T = 1 and 2T (seed 0): a steady state would bring it near 0 after T."""
+    rows = []
+    for name, prof in field_profiles(store, dataset, models).items():
+        t = torch.tensor(prof["t"])
+        f0, f1, f2 = (prof["mean_abs_f"][int((t - when).abs().argmin())] for when in (0.0, 1.0, 2.0))
+        rows.append({"model": name, "mean ∣f∣ at t = 0": f"{f0:.3f}", "at T = 1": f"{f1:.3f}", "at 2T = 2": f"{f2:.3f}",
+                     "ratio 2T / T": f"{f2 / f1:.2f}"})
+    return rows
+
+
+def field_profiles(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> dict[str, dict]:
+    """Seed-0 profile of mean |f(z(t))| for every ODE model of ``models`` that has one."""
+    return {r["params"]["model"]: r["metrics"]["field_profile"] for r in _runs(store, dataset)
+            if r["seed"] == 0 and "field_profile" in r["metrics"] and r["params"]["model"] in models}
+
+
+def _control_cells(mine: list[dict], dataset: str) -> dict[str, str]:
+    """Clean accuracy, Table I's perturbations (faithful) and strong PGD at Table I's PGD eps: mean ± sd (n), %."""
+    cells = {"clean": fmt_mean_sd([100 * m["clean"] for m in mine])}
+    for _, kind, value in table_one_rows(dataset):
+        label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
+        cells[label] = fmt_mean_sd([table_value(m, kind, value) for m in mine])
+    for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
+        cells[f"strong PGD-{eps}"] = fmt_mean_sd([100 * m["strong"][eps]["accuracy"] for m in mine])
+    return cells
+
+
+def controls_table(store: Store, dataset: str) -> list[dict]:
+    """Each control (issue 13) beside the model it controls: clean accuracy, Table I's perturbations with Yan et
+    al.'s faithful attacks (MNIST: σ = 100, FGSM-0.3 / 0.5, PGD-0.2 / 0.3) and strong PGD at Table I's PGD
+    epsilons, % as mean ± sd over seeds with n, the parameter count, what the control changes and how many of its
+    runs' sanity checks failed. Grouped by the controlled model, which comes first ("not run" where it has no runs
+    yet); ``[]`` when no control has runs."""
+    from robustode.models import model_spec
+
+    runs = _runs(store, dataset)
+    present = [c for c in CONTROLS if _by_model(runs, c)]
+    rows = []
+    for reference in dict.fromkeys(controlled(c) for c in present):
+        for name in (reference, *(c for c in present if controlled(c) == reference)):
+            mine = _by_model(runs, name)
+            mine_runs = [r for r in runs if r["params"]["model"] == name]
+            failed = sum(not c["ok"] for r in mine_runs for c in checks_of(r))
+            rows.append({
+                "model": name, "controls": "" if name == reference else reference,
+                "what differs": "" if name == reference else model_spec(name).description.removeprefix("control: "),
+                "parameters": f"{mine[0]['parameters']:,}" if mine else "—",
+                "seeds": ", ".join(str(r["seed"]) for r in mine_runs) or why_empty(store, dataset),
+                **_control_cells(mine, dataset),
+                "failed sanity checks": str(failed) if mine else "—",
+            })
+    return rows

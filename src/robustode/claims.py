@@ -1,0 +1,314 @@
+"""The survey's claims, tested: each claim with the evidence for and against it from committed runs.
+
+A claim is a statement about a *difference* (ODENet more robust than CNN, ANODE better than NODE, ODE
+attention faster than classic attention, ...). Its evidence is a list of measured effects, each with a 95 %
+interval, read from the chapters' own table functions. One rule turns evidence into a verdict:
+
+* an effect **supports** the claim when its whole interval lies on the claimed side of zero, **contradicts** it
+  when its whole interval lies on the other side, and is **unresolved** otherwise;
+* the claim is judged on its **primary** effects in the strongest profile that has them (``full``, then
+  ``paper-short``; the ``quick`` pipeline check never decides, except for exact measurements that do not
+  depend on scale): **supported** when every primary effect supports it, **contradicted** when every one
+  contradicts it, **mixed** when some do each, **unresolved** otherwise, **not tested** without runs.
+
+Every effect names its profile, its number of runs and how its interval was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from robustode.compare import Difference, welch_interval
+from robustode.profiles import tiers
+from robustode.results import mean_sd
+from robustode.store import Store
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One measured effect: what, the difference (in the claim's direction: positive supports), where it comes from."""
+
+    quantity: str
+    difference: Difference
+    profile: str
+    runs: str
+    primary: bool = True
+
+    @property
+    def reading(self) -> str:
+        d = self.difference
+        if d.low is None or d.high is None:
+            return "unresolved"
+        if d.low > 0:
+            return "supports"
+        if d.high < 0:
+            return "contradicts"
+        return "unresolved"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the survey (``where`` it is made), and how to measure it in one profile's store."""
+
+    key: str
+    statement: str
+    where: str
+    evidence: Callable[[Store], list[Effect]]
+    exact: bool = False  # an exact measurement (bytes, counts): any profile may decide it
+    note: str = ""
+
+
+def _signed(diff: Difference, sign: int) -> Difference:
+    if sign > 0:
+        return diff
+    low = None if diff.high is None else -diff.high
+    high = None if diff.low is None else -diff.low
+    return Difference(-diff.value, low, high, diff.method)
+
+
+# ---------------------------------------------------------------------------------------- chapters 2-3
+
+def _robust_pair(a: str, b: str, primary: tuple[str, ...]) -> Callable[[Store], list[Effect]]:
+    def evidence(store: Store) -> list[Effect]:
+        from robustode.chapters.robustness.findings import differences
+        from robustode.chapters.robustness.tables import _by_model, _runs
+
+        runs = _runs(store, "MNIST")
+        n = f"{len(_by_model(runs, a))} + {len(_by_model(runs, b))} seeds"
+        return [Effect(f"{b} − {a}, {label} (MNIST, accuracy points)", diff, store.profile, n, label in primary)
+                for label, diff, _ in differences(store, "MNIST", a, b)]
+    return evidence
+
+
+def _defence(base: str, defended: str) -> Callable[[Store], list[Effect]]:
+    def evidence(store: Store) -> list[Effect]:
+        from robustode.chapters.robustness.tables import _by_model, _runs
+
+        runs = _runs(store, "MNIST")
+        plain = _by_model(runs, base)
+        out = []
+        if defended == "randomised":
+            rand = [m["randomised"] for m in plain if "randomised" in m]
+            label, others = f"{base} + input randomisation − {base}", rand
+        else:
+            label, others = f"{defended} − {base}", _by_model(runs, defended)
+        if not plain or not others:
+            return []
+        n = f"{len(plain)} + {len(others)} seeds"
+        for eps in sorted(set(plain[0]["strong"]) & set(others[0]["strong"])):
+            diff = welch_interval([100 * m["strong"][eps]["accuracy"] for m in plain],
+                                  [100 * m["strong"][eps]["accuracy"] for m in others])
+            out.append(Effect(f"{label}, strong PGD-{eps} (points)", diff, store.profile, n))
+        for eps in sorted(set(plain[0]["faithful"]["pgd"]) & set(others[0]["faithful"]["pgd"])):
+            diff = welch_interval([100 * m["faithful"]["pgd"][eps] for m in plain],
+                                  [100 * m["faithful"]["pgd"][eps] for m in others])
+            out.append(Effect(f"{label}, faithful PGD-{eps} (points)", diff, store.profile, n, primary=False))
+        return out
+    return evidence
+
+
+# ---------------------------------------------------------------------------------------- chapters 1 and 5
+
+def _anode_fits(store: Store) -> list[Effect]:
+    runs = store.runs("topology-spheres")
+    by = {}
+    for r in runs:
+        by.setdefault(r["params"]["model"], []).append(r["metrics"])
+    if "NODE" not in by or "ANODE-p1" not in by:
+        return []
+    node, anode = by["NODE"], by["ANODE-p1"]
+    n = f"{len(node)} + {len(anode)} repetitions"
+    last = lambda ms, key: [m["history"]["epochs"][-1][key] for m in ms if m["history"]["epochs"]]  # noqa: E731
+    return [
+        Effect("ANODE p=1 − NODE, spheres test accuracy (points)",
+               welch_interval([100 * m["test"]["accuracy"] for m in node], [100 * m["test"]["accuracy"] for m in anode]),
+               store.profile, n),
+        Effect("NODE − ANODE p=1, spheres final train loss", welch_interval([m["train"]["loss"] for m in anode],
+                                                                            [m["train"]["loss"] for m in node]),
+               store.profile, n),
+        Effect("NODE − ANODE p=1, spheres forward NFE (last epoch)",
+               welch_interval(last(anode, "nfe_forward"), last(node, "nfe_forward")), store.profile, n),
+    ]
+
+
+def _anode_images(store: Store) -> list[Effect]:
+    runs = store.runs("anode-MNIST")
+    acc = {}
+    for r in runs:
+        if not r["metrics"]["failure"] and r["metrics"]["test"]["accuracy"] is not None:
+            acc.setdefault(r["params"]["model"], []).append(100 * r["metrics"]["test"]["accuracy"])
+    if "NODE" not in acc or "ANODE-p5" not in acc:
+        return []
+    return [Effect("ANODE p=5 − NODE, MNIST test accuracy (points)", welch_interval(acc["NODE"], acc["ANODE-p5"]),
+                   store.profile, f"{len(acc['NODE'])} + {len(acc['ANODE-p5'])} runs")]
+
+
+def _memory(store: Store) -> list[Effect]:
+    runs = store.runs("anode-memory")
+    if not runs:
+        return []
+    from robustode.chapters.anode.memory import memory_series
+
+    series = memory_series(runs)
+    out = []
+    for label, points in series.items():
+        if not label.endswith("adjoint") or "steps" not in points[0]:
+            continue
+        backprop = series[label.replace("adjoint", "backprop")]
+        ratio_adjoint = points[-1]["saved_bytes"] / points[0]["saved_bytes"]
+        ratio_backprop = backprop[-1]["saved_bytes"] / backprop[0]["saved_bytes"]
+        growth = ratio_backprop - ratio_adjoint  # exact byte counts: an interval of zero width
+        out.append(Effect(f"{label.split(',')[0]}: growth of saved bytes from {points[0]['steps']} to {points[-1]['steps']} "
+                          f"steps, backprop ({ratio_backprop:.1f}×) minus adjoint ({ratio_adjoint:.2f}×)",
+                          Difference(growth, growth, growth, "exact byte counts"), store.profile, "1 measurement"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- chapter 4
+
+def _attention(metric: str, sign: int, datasets: tuple[str, ...] = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100"),
+               other: str = "ClassicAttention") -> Callable[[Store], list[Effect]]:
+    def evidence(store: Store) -> list[Effect]:
+        runs = store.runs("attention-table3")
+        out = []
+        for dataset in datasets:
+            ode = [r["metrics"][metric] for r in runs if r["params"]["model"] == "ODEAttention"
+                   and r["params"]["dataset"] == dataset]
+            cls = [r["metrics"][metric] for r in runs if r["params"]["model"] == other and r["params"]["dataset"] == dataset]
+            if ode and cls:
+                scale = 100 if metric == "accuracy" else 1
+                diff = welch_interval([scale * v for v in cls], [scale * v for v in ode])
+                out.append(Effect(f"ODE − {other}, {dataset} {metric}" + (" (points)" if scale == 100 else ""),
+                                  _signed(diff, sign), store.profile, f"{len(ode)} + {len(cls)} seeds"))
+        return out
+    return evidence
+
+
+def _speed(store: Store) -> list[Effect]:
+    from robustode.chapters.attention.tables import _timed
+
+    timed = {(r["params"]["model"], r["params"]["dataset"]): r["metrics"]["timings"] for r in _timed(store)}
+    out = []
+    for (model, dataset), timings in sorted(timed.items()):
+        if model != "ClassicAttention" or ("ODEAttention", dataset) not in timed:
+            continue
+        for c, o in zip(timings, timed[("ODEAttention", dataset)], strict=True):
+            # log of the time ratio Classic / ODE, with the interval from the two inter-quartile ranges
+            import math
+
+            value = math.log10(c["median_s"] / o["median_s"])
+            low = math.log10(c["q1_s"] / o["q3_s"])
+            high = math.log10(c["q3_s"] / o["q1_s"])
+            out.append(Effect(f"log10(Classic time / ODE time), {dataset}, {c['device_type']}, batch {c['batch']} "
+                              f"(ratio {10 ** value:.3g}; printed ≈ 10)", Difference(value, low, high,
+                                                                                 "quartiles of repeated timings"),
+                              store.profile, "1 timed model each"))
+    return out
+
+
+def _collapse(store: Store) -> list[Effect]:
+    runs = store.runs("attention-table3")
+    out = []
+    for dataset in ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100"):
+        stats = [r["metrics"]["attention"] for r in runs if r["params"]["model"] == "ClassicAttention"
+                 and r["params"]["dataset"] == dataset and "attention" in r["metrics"]]
+        if not stats:
+            continue
+        # collapse onto one position means one row takes (almost) all the weight: largest weight near 1
+        diff = welch_interval([0.9] * len(stats), [a["max_weight"] for a in stats]) if len(stats) > 1 else Difference(
+            stats[0]["max_weight"] - 0.9, None, None, "one run")
+        out.append(Effect(f"Classic attention, {dataset}: mean largest weight − 0.9 (collapse: ≥ 0.9); effective rows "
+                          f"{mean_sd([a['effective_positions'] for a in stats])[0]:.1f} of {stats[0]['positions']}",
+                          diff, store.profile, f"{len(stats)} seeds"))
+    return out
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("odenet-vs-cnn", "ODENets are more robust than CNNs (Gaussian noise, FGSM, PGD).", "Sec. 5, Table I",
+          _robust_pair("CNN", "ODENet", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))),
+    Claim("tisode-vs-odenet", "TisODE is more robust than the vanilla ODENet.", "Sec. 6, Table I",
+          _robust_pair("ODENet", "TisODE", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))),
+    Claim("tisode-plugin-randomisation", "TisODE combines with input randomisation and improves it.", "Sec. 6.1.2",
+          _defence("TisODE", "randomised")),
+    Claim("tisode-plugin-denoising", "TisODE combines with feature denoising and improves it.", "Sec. 6.1.2",
+          _defence("TisODE", "TisODE+denoise")),
+    Claim("anode-fits", "ANODEs fit what NODEs cannot, with lower loss and fewer function evaluations.",
+          "Sec. 3, Figs. 1-3", _anode_fits),
+    Claim("anode-images", "ANODEs are more accurate than NODEs on images.", "Sec. 3; Dupont et al., Table 1",
+          _anode_images),
+    Claim("anode-robustness", "ANODEs further enhance the robustness of ODENets.", "Sec. 5; untested in the survey",
+          lambda store: _robust_pair("ODENet", "ODENet-aug8", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))(store),
+          note="tested by the augmented-ODENet control of chapters 2-3"),
+    Claim("attention-accuracy", "Neural ODE attention is more accurate than classic attention.", "Sec. 7, Table III",
+          _attention("accuracy", +1)),
+    Claim("attention-efficiency", "Neural ODE attention is as accurate with fewer parameters (at equal width).",
+          "Sec. 7, Table IV", _attention("accuracy", +1, other="ClassicAttention-32"),
+          note="against Classic attention at hidden size 32 (the control); Table IV's counts differ by width alone"),
+    Claim("attention-speed", "Neural ODE attention is about ten times faster than classic attention.", "Sec. 7, Table III",
+          _speed),
+    Claim("attention-collapse", "Classic attention collapses onto a single position.", "Sec. 7, Fig. 5", _collapse),
+    Claim("memory", "Neural ODEs are memory-efficient: the adjoint's memory does not grow with depth.", "Sec. 2",
+          _memory, exact=True),
+)
+
+
+@dataclass(frozen=True)
+class Judged:
+    claim: Claim
+    verdict: str
+    decided_by: str  # the profile whose effects decided, or "" when none
+    effects: list[Effect]
+
+
+def judge(claim: Claim, stores: list[Store] | None = None) -> Judged:
+    """The claim's evidence in every profile (strongest first) and its verdict (see the module docstring)."""
+    stores = stores if stores is not None else [Store(t.profile) for t in tiers()]
+    effects = [e for store in stores for e in claim.evidence(store)]
+    deciding = [s.profile for s in stores if s.profile != "quick" or claim.exact]
+    for profile in deciding:
+        primary = [e for e in effects if e.profile == profile and e.primary]
+        if not primary:
+            continue
+        readings = {e.reading for e in primary}
+        if readings == {"supports"}:
+            verdict = "supported"
+        elif readings == {"contradicts"}:
+            verdict = "contradicted"
+        elif {"supports", "contradicts"} <= readings:
+            verdict = "mixed"
+        else:
+            verdict = "unresolved"
+        return Judged(claim, verdict, profile, effects)
+    return Judged(claim, "not tested" if not effects else "not tested (only the quick pipeline check has runs)", "", effects)
+
+
+def scorecard(stores: list[Store] | None = None) -> list[Judged]:
+    return [judge(c, stores) for c in CLAIMS]
+
+
+def scorecard_rows(judged: list[Judged]) -> list[dict]:
+    """One row per claim: statement, where the survey makes it, verdict, the profile that decided, effects counted."""
+    return [{"claim": j.claim.statement, "where": j.claim.where, "verdict": j.verdict,
+             "decided by": j.decided_by or "—",
+             "effects (supports / contradicts / unresolved)": "{} / {} / {}".format(
+                 *(sum(e.reading == r for e in j.effects if e.profile == j.decided_by) for r in
+                   ("supports", "contradicts", "unresolved"))) if j.decided_by else "—"}
+            for j in judged]
+
+
+def evidence_rows(judged: Judged) -> list[dict]:
+    """Every effect behind one claim: profile, quantity, effect [95 % CI], reading, runs, how the interval was made."""
+    return [{"profile": e.profile, "effect": e.quantity, "value [95 % CI]": e.difference.text(2 if abs(e.difference.value) < 1
+                                                                                              else 1),
+             "reading": e.reading + ("" if e.primary else " (secondary)"), "runs": e.runs,
+             "interval from": e.difference.method} for e in judged.effects]
+
+
+def as_json(judged: list[Judged]) -> list[dict]:
+    return [{"key": j.claim.key, "claim": j.claim.statement, "where": j.claim.where, "verdict": j.verdict,
+             "decided_by": j.decided_by or None, "note": j.claim.note or None,
+             "effects": [{"profile": e.profile, "quantity": e.quantity, "value": e.difference.value,
+                          "low": e.difference.low, "high": e.difference.high, "interval": e.difference.method,
+                          "reading": e.reading, "primary": e.primary, "runs": e.runs} for e in j.effects]}
+            for j in judged]

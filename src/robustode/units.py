@@ -1,0 +1,129 @@
+"""Run units: what a chapter hands to the run plan (:mod:`robustode.plan`) for each of its runs.
+
+A chapter module builds :class:`Unit` objects (one results file each) with a ``compute`` that takes a
+:class:`Context` and a ``status`` that reads the store; the plan orders, measures and runs them. This
+module is below both, so chapters never import the runner.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from robustode.core.budget import Deadline
+from robustode.results import now
+from robustode.store import Store
+
+DONE, PARTIAL, PENDING, BLOCKED = "done", "partial", "pending", "blocked"
+
+
+@dataclass
+class Progress:
+    """Where a unit stands: ``state`` (done / partial / pending / blocked), a detail for people, and how much
+    work is left as fractions of its training (``epochs_left`` of ``epochs``) and evaluation (``stages_left``)."""
+
+    state: str
+    detail: str = ""
+    epochs_left: int = 0
+    stages_left: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What a unit's ``compute`` gets: where to store, on which device, the deadline with the cost estimates
+    to check it against, and a progress hook."""
+
+    store: Store
+    device: torch.device
+    deadline: Deadline
+    progress: bool = True
+    on_epoch: Callable[[dict], None] | None = None
+    epoch_estimate: float = 0.0  # seconds, for the deadline check before an epoch this run has not timed yet
+    stage_estimate: Callable[[str], float] = lambda stage: 0.0  # seconds per evaluation stage, likewise
+    cache: dict = field(default_factory=dict)  # data the units of one call share (tensors of a data set)
+
+    def shared(self, key: tuple, load: Callable[[], object]) -> object:
+        """``load()`` once per ``key`` for all units run with this context (one data set in memory at a time)."""
+        if key not in self.cache:
+            self.cache.clear()
+            self.cache[key] = load()
+        return self.cache[key]
+
+
+@dataclass
+class Unit:
+    """One run of a profile. ``compute(ctx)`` returns the run's metrics (or raises
+    :class:`~robustode.core.budget.OutOfBudget` at a clean boundary); ``status(store)`` is its :class:`Progress`;
+    ``kind`` groups units with the same per-epoch and per-stage costs (the same model on the same data);
+    ``probe()`` times that kind here and returns ``{"epoch_s": ..., "stages_s": {stage: ...}}``."""
+
+    id: str
+    experiment: str
+    run: str
+    params: dict
+    seed: int | None
+    epochs: int
+    stages: list[str]
+    kind: str
+    compute: Callable[[Context], dict]
+    status: Callable[[Store], Progress]
+    probe: Callable[[], dict]
+    requires: Callable[[], str] = lambda: ""  # why the unit cannot run here ("" when it can)
+    priority: int = 0
+
+    def matches(self, pattern: str) -> bool:
+        """Whether the id matches a shell pattern, or contains ``pattern``."""
+        return fnmatch.fnmatchcase(self.id, pattern) or fnmatch.fnmatchcase(self.id, f"*{pattern}*")
+
+
+def ensure(unit: Unit, ctx: Context, resume: bool = True, compute: bool = True) -> dict | None:
+    """The unit's stored results (when ``resume`` and stored with the same parameters), else :func:`run_unit`;
+    with ``compute=False`` nothing is computed and a unit without results gives ``None``."""
+    if resume and (stored := ctx.store.run(unit.experiment, unit.run, unit.params)) is not None:
+        return stored
+    return run_unit(unit, ctx) if compute else None
+
+
+def run_once(store: Store, experiment: str, run: str, *, params: dict, seed: int | None, device: torch.device | str,
+             resume: bool, compute: Callable[[], dict]) -> dict:
+    """For measurements too short to be plan units (seconds): the stored run when ``resume`` finds one with the
+    same parameters, else ``compute()`` written as its results file."""
+    if resume and (stored := store.run(experiment, run, params)) is not None:
+        return stored
+    started = now()
+    return store.write(experiment, run, params=params, seed=seed, started=started, device=device, metrics=compute())
+
+
+def run_unit(unit: Unit, ctx: Context) -> dict:
+    """Compute ``unit`` under its lock and write its results file (the store drops its partial evaluation)."""
+    with ctx.store.lock(unit.experiment, unit.run):
+        started = now()
+        metrics = unit.compute(ctx)
+        stored = ctx.store.write(unit.experiment, unit.run, params=unit.params, seed=unit.seed, started=started,
+                                 device=ctx.device, metrics=metrics)
+        ctx.store.drop_partial(unit.experiment, unit.run, unit.params)
+        return stored
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a training checkpoint reached (plain loop or engine), or ``None`` when there is none."""
+    if not path.exists():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def time_steps(step: Callable[[], None], repeats: int = 2) -> float:
+    """Seconds per call of ``step`` after one warm-up call (the median of ``repeats``)."""
+    step()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - tic)
+    return sorted(times)[len(times) // 2] if times else math.nan

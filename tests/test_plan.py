@@ -1,0 +1,190 @@
+"""The run plan: units, the budget, resume after a kill, and bad input refused before any work."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustode import plan
+from robustode.cli import main
+from robustode.core.budget import Deadline, OutOfBudget, parse_duration
+from robustode.core.training import TrainSpec, train
+from robustode.data.images import is_available
+from robustode.paths import data_dir
+from robustode.store import RunLocked, Store
+
+needs_mnist = pytest.mark.skipif(not is_available("MNIST"), reason="MNIST not in data/ (.ci/run copies it)")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stub_unit(uid: str, epochs: int, epoch_s: float, clock: FakeClock, log: list) -> plan.Unit:
+    """A unit whose epochs take ``epoch_s`` seconds on ``clock``; it checks the deadline as real units do."""
+    done: dict[str, int] = {"epochs": 0}
+
+    def compute(ctx: plan.Context) -> dict:
+        while done["epochs"] < epochs:
+            ctx.deadline.check(epoch_s, f"{uid} epoch {done['epochs'] + 1}")
+            clock.now += epoch_s
+            done["epochs"] += 1
+            log.append((uid, done["epochs"], clock.now))
+        return {"epochs": done["epochs"]}
+
+    def status(store: Store) -> plan.Progress:
+        if store.run("stub", uid) is not None:
+            return plan.Progress(plan.DONE)
+        left = epochs - done["epochs"]
+        return plan.Progress(plan.PARTIAL if done["epochs"] else plan.PENDING, f"epoch {done['epochs']} of {epochs}", left)
+
+    return plan.Unit(id=f"stub/{uid}", experiment="stub", run=uid, params={"epochs": epochs}, seed=0, epochs=epochs,
+                     stages=[], kind=f"stub/{uid}", compute=compute, status=status, probe=lambda: {"epoch_s": epoch_s})
+
+
+@pytest.fixture
+def stubbed(monkeypatch, tmp_path):
+    clock, log = FakeClock(), []
+    units = [stub_unit("a", 3, 10.0, clock, log), stub_unit("b", 2, 50.0, clock, log), stub_unit("c", 1, 5.0, clock, log)]
+    monkeypatch.setattr(plan, "units", lambda profile, device="auto": units)
+    monkeypatch.setattr(plan, "Deadline", lambda seconds: Deadline(seconds, clock=clock))
+    return Store("stubbed", tmp_path / "results"), clock, log
+
+
+def test_the_runner_never_starts_an_epoch_that_would_overrun_the_budget(stubbed):
+    store, clock, log = stubbed
+    outcome = plan.advance("stubbed", budget=45.0, store=store, log=lambda text: None)
+    # a: 3 x 10 s fits; b's first epoch (50 s) does not fit the 15 s left, so b waits; c (5 s) still fits
+    assert outcome.finished == ["stub/a", "stub/c"] and outcome.stopped == ["stub/b"]
+    assert clock.now <= 45.0 and plan.exit_status(outcome) == 3
+    outcome = plan.advance("stubbed", budget=200.0, store=store, log=lambda text: None)
+    assert outcome.finished == ["stub/b"] and plan.exit_status(outcome) == 0
+    assert [entry[:2] for entry in log] == [("a", 1), ("a", 2), ("a", 3), ("c", 1), ("b", 1), ("b", 2)]
+
+
+def test_plan_rows_say_done_partial_pending_and_estimate_what_is_left(stubbed):
+    store, clock, _ = stubbed
+    plan.advance("stubbed", budget=25.0, store=store, log=lambda text: None)  # a: 2 of 3 epochs, then c (5 s) fits
+    plan.measure(store, plan.units("stubbed"), torch.device("cpu"))
+    rows = {r["unit"]: r for r in plan.plan_rows("stubbed", store=store, device="cpu")}
+    assert rows["stub/a"]["state"] == plan.PARTIAL and rows["stub/a"]["detail"] == "epoch 2 of 3"
+    assert rows["stub/a"]["CPU left"] == "10 s" and rows["stub/b"]["CPU left"] == "2 min"
+    assert rows["stub/b"]["GPU left"] == "not measured"
+    assert "3 units: 1 done, 1 partial, 1 pending" in plan.plan_summary(list(rows.values()))
+
+
+def test_a_locked_unit_is_skipped_and_a_dead_holders_lock_is_taken_over(stubbed):
+    store, _, _ = stubbed
+    lock = store.root / "locks" / "stub" / "a.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getpid()))  # alive: this test's own process
+    outcome = plan.advance("stubbed", store=store, log=lambda text: None, only=["stub/a"])
+    assert outcome.skipped == ["stub/a"] and not outcome.finished
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(str(dead.pid))
+    outcome = plan.advance("stubbed", store=store, log=lambda text: None, only=["stub/a"])
+    assert outcome.finished == ["stub/a"] and not lock.exists()
+
+
+def test_the_store_lock_refuses_a_second_holder(tmp_path):
+    store = Store("x", tmp_path)
+    with store.lock("e", "r"):
+        with pytest.raises(RunLocked, match="e/r is being computed by process"):
+            with store.lock("e", "r"):
+                pass
+    with store.lock("e", "r"):  # released
+        pass
+
+
+def test_training_stops_at_an_epoch_boundary_when_the_next_epoch_would_not_fit(tmp_path, monkeypatch):
+    import robustode.core.training
+
+    clock = FakeClock()
+    monkeypatch.setattr(robustode.core.training.time, "perf_counter", clock)  # epoch times recorded on the same clock
+    x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    model = torch.nn.Linear(3, 2)
+
+    def batches(epoch):
+        clock.now += 10.0  # each epoch "takes" 10 s
+        return [(x, y)]
+
+    spec = TrainSpec(epochs=5)
+    with pytest.raises(OutOfBudget, match="epoch 3 of 5"):
+        train(model, batches, spec, checkpoint=tmp_path / "c.pt", progress=False,
+              deadline=Deadline(25.0, clock=clock), epoch_estimate=10.0)
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 2
+
+
+@pytest.mark.parametrize("text, seconds", [("150m", 9000.0), ("2h", 7200.0), ("1h30m", 5400.0), ("90s", 90.0), ("45", 45.0)])
+def test_budgets_parse(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--profile", "paper-short", "--budget", "10x"], "a budget must look like"),
+    (["run", "--profile", "paper-short", "--budget", "0m"], "a budget must look like"),
+    (["run", "--profile", "paper-short", "--only", "no-such-unit"], "no unit matches 'no-such-unit'"),
+    (["plan", "--profile", "paper-short", "--only", "no-such-unit"], "no unit matches 'no-such-unit'"),
+    (["run", "--profile", "paper-short", "--threads", "0"], "--threads must be at least 1"),
+])
+def test_bad_input_is_one_clear_error_before_any_work(argv, message, capsys, results_tmp):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (results_tmp / "results").exists()
+
+
+def test_an_unknown_profile_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--profile", "weekly"])
+    assert stop.value.code == 2 and "invalid choice: 'weekly'" in capsys.readouterr().err
+
+
+RUNNER = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from test_robustness import tiny_profile
+    from robustode import plan
+    prof = tiny_profile()
+    prof["robustness"]["common"].update(epochs=4, train_size=256, checkpoint=True, resume=True, repetitions=1)
+    prof["robustness"]["defences"].update(randomise=[])
+    outcome = plan.advance(prof, only=["robustness/MNIST/CNN/seed0"], device="cpu", progress=False, threads=1)
+    print(json.dumps(outcome.finished))
+""")
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped_and_loses_at_most_one_epoch(tmp_path):
+    env = {**os.environ, "ROBUSTODE_ROOT": str(tmp_path), "ROBUSTODE_DATA": str(data_dir())}
+    script = RUNNER.format(tests=str(Path(__file__).parent))
+    checkpoints = tmp_path / "results" / "quick" / "checkpoints" / "robustness-MNIST"
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("CNN-seed0-*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    found = list(checkpoints.glob("CNN-seed0-*.pt"))
+    assert found, "the run wrote no checkpoint before it was killed"
+    before = torch.load(found[0], weights_only=True)["history"]["epochs"]
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["robustness/MNIST/CNN/seed0"], done.stderr[-2000:]
+    result = json.loads((tmp_path / "results" / "quick" / "robustness-MNIST" / "CNN-seed0.json").read_text())
+    epochs = result["metrics"]["history"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    # the epochs finished before the kill were resumed from the checkpoint, not trained again
+    assert epochs[: len(before)] == before and len(before) >= 1
+    assert not list(checkpoints.glob("*.pt"))  # resume state dropped once the model was saved
