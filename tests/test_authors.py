@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustode import authors, plan
+from robustode import plan
+from robustode.chapters.robustness import authors, tables
 from robustode.data.images import is_available
 from robustode.models.robust import build
 from robustode.reference import reference_values
@@ -201,6 +202,17 @@ def test_units_are_blocked_without_the_checkpoints(monkeypatch, results_tmp):
         units[0].compute(None)
 
 
+def test_the_plan_takes_the_authors_units_after_the_robustness_chapters_own(monkeypatch):
+    monkeypatch.delenv(authors.ENV, raising=False)
+    ids = [u.id for u in plan.units("full", "cpu")]
+    chapters = [i.split("/")[0] for i in ids]
+    last_robustness = max(i for i, c in enumerate(chapters) if c == "robustness")
+    first_anode = min(i for i, c in enumerate(chapters) if c == "anode")
+    assert [i for i, c in enumerate(chapters) if c == "authors"] == [last_robustness + 1 + k for k in range(3)]
+    assert first_anode == last_robustness + 4
+    assert not any(c == "authors" for c in (i.split("/")[0] for i in (u.id for u in plan.units("paper-short", "cpu"))))
+
+
 def test_a_path_without_the_files_says_which_file_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv(authors.ENV, str(tmp_path))
     why = authors.units("full")[2].requires()
@@ -231,7 +243,7 @@ def test_evaluation_settings_come_from_the_named_profile():
     assert settings["evaluation_profile"] == "paper-short"
     assert cfg["strong"]["images"] == 500 and cfg["autoattack"] == {"images": 100, "version": "standard"}
     assert cfg["attack_images"] == 1000 and "0.15" in {str(e) for e in cfg["fgsm_eps"]}
-    assert cfg["defences"]["randomise"] == []
+    assert cfg["defences"]["randomise"] == () and cfg["width"] == 64
     with pytest.raises(ValueError, match="unknown experiment"):
         authors.config("quick")
 
@@ -244,26 +256,33 @@ def synthetic_metrics(fgsm_03: float) -> dict:
             "faithful": {"fgsm": {"0.15": 0.9, "0.3": fgsm_03, "0.5": 0.2, "0.1": 0.95},
                          "pgd": {"0.2": 0.5, "0.3": 0.1}},
             "strong": {"0.2": {"accuracy": 0.3, "images": 500, "steps": 100, "restarts": 5,
-                               "autoattack": {"accuracy": 0.2, "images": 100, "config": "standard"}}},
-            "checks": [{"check": "a", "ok": True, "detail": ""}, {"check": "b", "ok": False, "detail": ""}]}
+                               "by_steps": {"10": 0.3, "100": 0.35},  # more steps helping: a failed check
+                               "by_restarts": [0.35, 0.3],
+                               "autoattack": {"accuracy": 0.2, "images": 100, "config": "standard",
+                                              "pgd_same_images": 0.3}}}}
 
 
-def test_table_compares_with_the_log_in_images_and_says_what_is_missing(monkeypatch, tmp_path):
+def test_table_judges_printed_numbers_compares_with_the_log_in_images_and_says_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.delenv(authors.ENV, raising=False)
     log = reference_values()["authors_mnist_fgsm_runs"]["fgsm_0.3"]["CNN"][0]
     store = Store("full", tmp_path)
-    store.write(authors.EXPERIMENT, "CNN", params={"model": "CNN"}, seed=None, started="now", device="cpu",
-                metrics=synthetic_metrics((log + 0.2) / 100))
-    rows = authors.authors_table(tmp_path)
+    store.write(authors.EXPERIMENT, "CNN", params={"model": "CNN", "sanity": {"tolerance": 0.0}}, seed=None,
+                started="now", device="cpu", metrics=synthetic_metrics((log + 0.2) / 100))
+    rows = tables.authors_table(store)
+    assert len({tuple(r) for r in rows}) == 1  # one set of columns
     cnn = {r["quantity"]: r for r in rows if r["model"] == "CNN"}
-    assert cnn["faithful FGSM-0.3"]["here − log (images)"] == "+2"
-    assert cnn["faithful FGSM-0.3"]["authors' log, run 1 %"] == f"{log:.1f}"
-    assert cnn["σ = 100"]["printed Table I %"] == "98.7 ± 0.1"
-    assert "faithful FGSM-0.15" in cnn and "faithful FGSM-0.1" not in cnn
-    assert cnn["AutoAttack-0.2 (standard)"]["images"] == 100
-    assert cnn["sanity checks"]["here %"] == "failed: b"
+    assert cnn["FGSM-0.3"]["here − log (images)"] == "+2"
+    assert cnn["FGSM-0.3"]["authors' log, run 1"] == f"{log:.1f}"
+    assert cnn["FGSM-0.3"]["reproduced"] == f"{log + 0.2:.1f} (n = 1)"
+    assert cnn["FGSM-0.3"]["verdict"].startswith("inconclusive")  # one checkpoint: no spread for an interval
+    assert cnn["σ = 100"]["printed"] == "98.7 ± 0.1" and cnn["σ = 100"]["difference [95 % CI]"] == "-0.7"
+    assert cnn["σ = 0"]["printed"] == "—" and cnn["σ = 0"]["reproduced"] == "99.0"
+    assert "FGSM-0.15" in cnn and "FGSM-0.1" not in cnn
+    assert cnn["AutoAttack-0.2 (standard)"]["images"] == "100"
+    assert cnn["sanity checks"]["verdict"] == "failed: more PGD steps never help (eps 0.2)"
     others = [r for r in rows if r["model"] != "CNN"]
-    assert [r["here %"] for r in others] == [f"not run: {authors.NOT_GIVEN}"] * 2
+    assert [r["verdict"] for r in others] == [f"not run: {authors.NOT_GIVEN}"] * 2
+    assert tables.authors_table(Store("paper-short", tmp_path)) == []  # no authors section there
 
 
 # ------------------------------------------------------------------------------------ the real files
@@ -276,8 +295,8 @@ REAL = os.environ.get(authors.ENV)
 @pytest.mark.skipif(not is_available("MNIST"), reason="MNIST not in data/")
 @pytest.mark.parametrize(("arch", "parameters"), [("CNN", 141_130), ("ODENet", 142_410), ("TisODE", 141_130)])
 def test_the_authors_checkpoints_load_and_classify_mnist(arch, parameters):
+    from robustode.core.evaluation import accuracy
     from robustode.data.images import load_tensors
-    from robustode.evaluation import accuracy
 
     relative = authors.config("full")["checkpoints"][arch]
     model, read = authors.load_model(arch, Path(REAL) / relative)

@@ -129,7 +129,7 @@ def _data(args: argparse.Namespace) -> int:
 def _authors_checkpoints(args: argparse.Namespace) -> None:
     """``--authors-checkpoints PATH``: the run plan's authors units read ``$ROBUSTODE_AUTHORS_CHECKPOINTS``."""
     if args.authors_checkpoints:
-        from robustode.authors import ENV
+        from robustode.chapters.robustness.authors import ENV
 
         os.environ[ENV] = args.authors_checkpoints
 

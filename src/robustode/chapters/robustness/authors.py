@@ -25,18 +25,20 @@ layers' hyper-parameters (stride, padding, GroupNorm groups and eps) equal, and 
 
 **What the authors' log measured** (``attack_mnist/main_{cnn,ode,tisode}.py`` and ``run_test.sh``, read, not
 copied): ``adversarial_attack(1000, model, test_loader, eps, lr=eps, maxiter=1)`` for eps 0.15 / 0.3 / 0.5, i.e.
-:func:`robustode.attacks.fgsm` at that eps: the margin loss on log-softmax, two checked iterates (clean and one
+:func:`robustode.core.attacks.fgsm` at that eps: the margin loss on log-softmax, two checked iterates (clean and one
 step), the step ``lr * g / (|g| + 1e-8)`` (Adam with beta1 = beta2 = 0) projected onto the eps-ball and [0, 1],
-on the 1,000 images of ``np.random.seed(1216)`` (:func:`robustode.evaluation.attack_indices`), pixels in [0, 1]
+on the 1,000 images of ``np.random.seed(1216)`` (:func:`robustode.core.evaluation.attack_indices`), pixels in [0, 1]
 without normalisation, ODENet with Euler step 0.1 on [0, 1], TisODE with step 0.05 (prediction at t = 1). Their
 PGD and TisODE FGSM-0.15 calls were switched off (``0 if True else ...``), which is why the log prints 0 there.
 The exact sign step used here differs from theirs only for gradient entries below about 1e-6.
 
-**Evaluation.** Each model is a run-plan unit (:func:`units`, experiment ``authors-MNIST``) evaluated by
-:func:`robustode.experiments.robustness.evaluate` with the settings the profile's ``authors`` section
+**Evaluation.** Each model is a run-plan unit (:func:`units`, experiment ``authors-MNIST``; the plan takes
+them after chapters 2-3's own runs) evaluated by the chapter's own stages
+(:func:`robustode.chapters.robustness.run.evaluate`) with the settings the profile's ``authors`` section
 names (the faithful margin FGSM / PGD on Yan et al.'s 1,000 images, strong PGD, standard AutoAttack,
-Gaussian noise, sanity checks); :func:`authors_table` compares the results with the printed Table I and
-with the authors' own log of these very models (``sharing_MNIST_FGSM.txt``, first run of each model).
+Gaussian noise, sanity checks); :func:`robustode.chapters.robustness.tables.authors_table` compares the
+results with the printed Table I and with the authors' own log of these very models
+(``sharing_MNIST_FGSM.txt``, first run of each model).
 """
 
 from __future__ import annotations
@@ -55,15 +57,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustode.budget import Deadline
+from robustode.chapters.robustness.config import config as robustness_config
+from robustode.chapters.robustness.config import missing_reason
+from robustode.chapters.robustness.run import evaluate, evaluation_stages, pass_costs, stage_costs
+from robustode.core.budget import Deadline
 from robustode.data.images import load_tensors
-from robustode.experiments import robustness
 from robustode.models import count_parameters
 from robustode.models.robust import WIDTH, RobustNet, build
-from robustode.profiles import check_choice, experiment_config
-from robustode.reference import reference_values
-from robustode.results import load_results
+from robustode.profiles import Settings, check_choice, experiment_config
 from robustode.store import Store
+from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit
 
 ENV = "ROBUSTODE_AUTHORS_CHECKPOINTS"
 REPOSITORY = "github.com/HanshuYAN/TisODE"
@@ -431,24 +434,25 @@ def load_model(arch: str, path: Path | str) -> tuple[RobustNet, dict]:
 
 # ------------------------------------------------------------------------------------ run plan
 
-# the robustness settings an evaluation reads (robustness._stage); training settings are irrelevant here
+# the robustness settings the evaluation stages read (run._stage, run.stage_costs); training settings are irrelevant
 EVAL_KEYS = ("dataset", "noise_images", "noise_sigmas", "attack_images", "fgsm_eps", "pgd_eps", "strong", "autoattack",
              "sanity", "solver_eps", "eval_batch", "conditional")
 
 
-def config(profile: str | dict) -> dict:
+def config(profile: str | dict) -> Settings:
     """The profile's ``authors`` section, checked, with ``evaluation``: the robustness settings of its
-    ``evaluation_profile`` for MNIST (plus ``extra_fgsm_eps``; no input-randomisation stage)."""
+    ``evaluation_profile`` for MNIST (plus ``extra_fgsm_eps``; no input-randomisation stage; the authors' width)."""
     section = experiment_config(profile, "authors")
     for name in section["models"]:
         check_choice("model in authors.models", name, tuple(KEY_MAP))
     if missing := [m for m in section["models"] if m not in section["checkpoints"]]:
         raise ValueError(f"authors.checkpoints names no file for {', '.join(missing)}")
-    full = robustness.config(section["evaluation_profile"], "MNIST")
+    full = robustness_config(section["evaluation_profile"], "MNIST")
     cfg = {k: full[k] for k in EVAL_KEYS if k in full}
     cfg["fgsm_eps"] = [*cfg["fgsm_eps"], *section.get("extra_fgsm_eps", [])]
     cfg["defences"] = {"randomise": []}
-    return {**section, "evaluation": cfg}
+    cfg["width"] = WIDTH  # the authors' models: stage costs are estimated on this width
+    return Settings({**section, "evaluation": cfg})
 
 
 def requires(path: Path | None) -> str:
@@ -457,63 +461,60 @@ def requires(path: Path | None) -> str:
         return NOT_GIVEN
     if not path.is_file():
         return f"authors' checkpoint not found: {path} (is {ENV} the root of a clone of {REPOSITORY}?)"
-    return robustness.missing_reason("MNIST")
+    return missing_reason("MNIST")
 
 
-_TEST: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+def checkpoint_path(settings: Settings, name: str) -> Path | None:
+    """Where ``name``'s checkpoint is in the user's clone; ``None`` when the clone is not given."""
+    root = checkpoint_root()
+    return root / settings["checkpoints"][name] if root is not None else None
 
 
-def test_data(device: torch.device) -> dict:
-    """The MNIST test set on ``device`` (all the evaluation stages use), kept for the process."""
-    if str(device) not in _TEST:
-        _TEST.clear()
+def mnist_test_set(ctx: Context) -> dict:
+    """The MNIST test set on the context's device (all the evaluation stages use), shared by the units of one call."""
+
+    def load() -> dict:
         x, y = load_tensors("MNIST", train=False)
-        _TEST[str(device)] = (x.to(device), y.to(device))
-    return {"test": _TEST[str(device)]}
+        return {"test": (x.to(ctx.device), y.to(ctx.device))}
+
+    return ctx.shared(("authors", "MNIST test", str(ctx.device)), load)
 
 
 def probe(name: str, cfg: dict, stages: list[str]) -> dict:
     """Seconds per stage estimated here from timed forward passes and input gradients of the architecture
-    (random weights, same cost) via :func:`robustode.experiments.robustness.stage_costs`; nothing to train."""
-    from robustode.plan import time_steps
-
+    (random weights, same cost; :func:`robustode.chapters.robustness.run.pass_costs`) via the chapter's
+    :func:`~robustode.chapters.robustness.run.stage_costs`; nothing to train."""
     torch.manual_seed(0)
-    model = build(name, "MNIST", width=WIDTH).eval()
-    xb = torch.rand(100, 1, 28, 28, requires_grad=True)
-    grad_s = time_steps(lambda: torch.autograd.grad(model(xb).sum(), xb)) / 100
-    with torch.no_grad():
-        forward_s = time_steps(lambda: model(xb)) / 100
-    costs = robustness.stage_costs(name, cfg, grad_s, forward_s)
-    return {"epoch_s": 0.0, "grad_s": grad_s, "forward_s": forward_s, "stages_s": {s: costs[s] for s in stages}}
+    passes = pass_costs(build(name, "MNIST", width=WIDTH), (1, 28, 28))
+    costs = stage_costs(name, cfg, passes["grad_s"], passes["forward_s"], passes["nfe_forward"])
+    return {"epoch_s": 0.0, **passes, "stages_s": {s: costs[s] for s in stages}}
 
 
 def compute(name: str, path: Path, relative: str, cfg: dict, params: dict, store: Store, device: torch.device,
-            progress: bool = True, deadline: Deadline | None = None,
+            data: Callable[[], dict], progress: bool = True, deadline: Deadline | None = None,
             estimate: Callable[[str], float] = lambda stage: 0.0) -> dict:
-    """One model's metrics: load it (:func:`load_model`), then :func:`robustode.experiments.robustness.evaluate`,
-    resumable per stage through the store's partial file."""
+    """One model's metrics: load it (:func:`load_model`), then the chapter's
+    :func:`~robustode.chapters.robustness.run.evaluate`, resumable per stage through the store's partial file."""
     tic = time.perf_counter()
     model, read = load_model(name, path)
     model.to(device)
     read = {"file": relative, **read, "load_seconds": time.perf_counter() - tic}
     done = store.load_partial(EXPERIMENT, name, params)
     return {"checkpoint": read, "parameters": count_parameters(model),
-            **robustness.evaluate(model, test_data(device), cfg, 0, progress, f"authors' {name}", name, done,
-                                  lambda d: store.save_partial(EXPERIMENT, name, params, d), deadline, estimate)}
+            **evaluate(model, data(), cfg, 0, progress, f"authors' {name}", name, done,
+                       lambda d: store.save_partial(EXPERIMENT, name, params, d), deadline, estimate)}
 
 
-def units(profile: str | dict, device: torch.device | None = None) -> list:
+def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]:
     """One run-plan unit per model of the profile's ``authors`` section (experiment ``authors-MNIST``, run
-    ``CNN`` / ``ODENet`` / ``TisODE``); blocked with :data:`NOT_GIVEN` when the checkpoints are not given."""
-    from robustode.plan import DONE, PARTIAL, PENDING, Progress, Unit
-
+    ``CNN`` / ``ODENet`` / ``TisODE``); blocked with :data:`NOT_GIVEN` when the checkpoints are not given.
+    :func:`robustode.plan.units` ranks them after chapters 2-3's own units."""
     settings = config(profile)
-    cfg, root = settings["evaluation"], checkpoint_root()
-    stages = robustness.evaluation_stages("authors", cfg)
+    cfg = settings["evaluation"]
+    stages = evaluation_stages(EXPERIMENT, cfg)
     out = []
     for index, name in enumerate(settings["models"]):
-        relative = settings["checkpoints"][name]
-        path = root / relative if root is not None else None
+        relative, path = settings["checkpoints"][name], checkpoint_path(settings, name)
         params = {"model": name, "checkpoint": relative, "evaluation_profile": settings["evaluation_profile"], **cfg}
 
         def status(store: Store, name: str = name, params: dict = params) -> Progress:
@@ -521,78 +522,19 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
                 return Progress(DONE, "results file written")
             left = [s for s in stages if s not in store.load_partial(EXPERIMENT, name, params)]
             if len(left) < len(stages):
-                return Progress(PARTIAL, f"evaluation stage {len(stages) - len(left) + 1} of {len(stages)} ({left[0]})",
-                                0, left)
-            return Progress(PENDING, "", 0, stages)
+                return Progress(PARTIAL, f"evaluation stage {len(stages) - len(left) + 1} of {len(stages)} ({left[0]})"
+                                         if left else "evaluated", 0, left)
+            return Progress(PENDING, "", 0, list(stages))
 
-        def run(ctx, name: str = name, path: Path | None = path, relative: str = relative, params: dict = params) -> dict:
+        def run(ctx: Context, name: str = name, path: Path | None = path, relative: str = relative,
+                params: dict = params) -> dict:
             if why := requires(path):
                 raise FileNotFoundError(why)
-            return compute(name, path, relative, cfg, params, ctx.store, ctx.device, ctx.progress, ctx.deadline,
-                           ctx.stage_estimate)
+            return compute(name, path, relative, cfg, params, ctx.store, ctx.device, lambda: mnist_test_set(ctx),
+                           ctx.progress, ctx.deadline, ctx.stage_estimate)
 
         out.append(Unit(id=f"authors/MNIST/{name}", experiment=EXPERIMENT, run=name, params=params, seed=None, epochs=0,
                         stages=stages, kind=f"authors/MNIST/{name}", compute=run, status=status,
                         probe=lambda name=name: probe(name, cfg, stages),
-                        requires=lambda path=path: requires(path), priority=5000 + index))
+                        requires=lambda path=path: requires(path), priority=index))
     return out
-
-
-# ------------------------------------------------------------------------------------ tables
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
-
-
-def authors_table(results_dir: Path, profile: str | dict = "full") -> list[dict]:
-    """The authors' own models evaluated here (``results_dir/authors-MNIST/*.json``; models and eps from the
-    ``profile``'s ``authors`` section), per model: clean and
-    Gaussian-noise accuracy, faithful FGSM / PGD beside the printed Table I and (FGSM) the authors' log of
-    these very checkpoints (``sharing_MNIST_FGSM.txt``, first run), strong PGD and AutoAttack, the number of
-    images behind each figure, and the sanity checks. Accuracies in %; "here − log" in images."""
-    settings = config(profile)
-    extra = {str(e) for e in settings.get("extra_fgsm_eps", [])}
-    root = checkpoint_root()
-    runs = {r["run"]: r for r in load_results(results_dir, EXPERIMENT)}
-    printed = reference_values()["table_1_robustness"]["MNIST"]
-    logged = reference_values()["authors_mnist_fgsm_runs"]
-    rows: list[dict] = []
-
-    def row(model: str, quantity: str, here: float | None, images: int | None, log: float | None = None,
-            table: list[float] | None = None) -> None:
-        diff = "—"
-        if log is not None and here is not None and images:
-            diff = f"{round((here - log) * images / 100):+d}"
-        rows.append({"model": model, "quantity": quantity, "here %": _pct(here), "images": images or "—",
-                     "authors' log, run 1 %": _pct(log), "printed Table I %": "—" if table is None else
-                     f"{table[0]:.1f} ± {table[1]:.1f}", "here − log (images)": diff})
-
-    for name in settings["models"]:
-        if name not in runs:
-            why = requires(root / settings["checkpoints"][name] if root is not None else None)
-            rows.append({"model": name, "quantity": "—", "here %": f"not run{': ' + why if why else ''}"})
-            continue
-        m = runs[name]["metrics"]
-        row(name, "clean", 100 * m["clean"], m["noise_images"] or 10_000)
-        for sigma, acc in sorted(m["noise"].items(), key=lambda kv: float(kv[0])):
-            key = f"gaussian_sigma_{float(sigma):g}"
-            row(name, f"σ = {float(sigma):g}", 100 * acc, m["noise_images"] or 10_000, table=printed.get(key, {}).get(name))
-        n = m["attack_images"]
-        for kind in ("fgsm", "pgd"):
-            for eps, acc in sorted(m["faithful"][kind].items(), key=lambda kv: robustness.eps_value(kv[0])):
-                key = f"{kind}_{eps}"
-                log = logged.get(key, {}).get(name)
-                table = printed.get(key, {}).get(name)
-                if log is None and table is None and not (kind == "fgsm" and eps in extra):
-                    continue  # the other points of the eps curves: in the results file, not in this comparison
-                row(name, f"faithful {kind.upper()}-{eps}", 100 * acc, n, log[0] if log else None, table)
-        for eps, strong in m.get("strong", {}).items():
-            row(name, f"strong PGD-{eps} ({strong['steps']} steps × {strong['restarts']} restarts)",
-                100 * strong["accuracy"], strong["images"])
-            if "autoattack" in strong:
-                aa = strong["autoattack"]
-                row(name, f"AutoAttack-{eps} ({aa['config']})", 100 * aa["accuracy"], aa["images"])
-        failed = [c["check"] for c in m["checks"] if not c["ok"]]
-        rows.append({"model": name, "quantity": "sanity checks",
-                     "here %": f"{len(m['checks'])} passed" if not failed else "failed: " + "; ".join(failed)})
-    return rows
