@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustode import plan
+from robustode import cluster, plan
 from robustode.chapters.robustness import authors, tables
 from robustode.data.images import is_available
 from robustode.models.robust import build
@@ -211,6 +211,7 @@ def test_the_plan_takes_the_authors_units_after_the_robustness_chapters_own(monk
     assert [i for i, c in enumerate(chapters) if c == "authors"] == [last_robustness + 1 + k for k in range(3)]
     assert first_anode == last_robustness + 4
     assert not any(c == "authors" for c in (i.split("/")[0] for i in (u.id for u in plan.units("paper-short", "cpu"))))
+    assert authors.ENV in cluster.PASSED_ENVIRONMENT  # a cluster job sees the clone too
 
 
 def test_a_path_without_the_files_says_which_file_is_missing(monkeypatch, tmp_path):
