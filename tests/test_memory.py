@@ -128,3 +128,30 @@ def test_a_cpu_allocator_measurement_prints_nothing(capfd):
     allocator_peak(lambda: (x @ x).sum().backward())
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_memory_measurements_are_plan_units_and_a_render_shows_only_what_is_stored(results_tmp):
+    """At paper scale the sweep takes hours on a CPU: the run plan measures it (one unit per setting, cheapest
+    first), and a notebook rendering with compute=False shows the stored subset and says what is missing."""
+    from robustode import plan
+    from robustode.store import Store
+
+    profile = _memory_profile()
+    memory = [u for u in anode.run.units(profile, torch.device("cpu")) if u.id.startswith("anode/memory/")]
+    assert len(memory) == 12 and len({u.id for u in memory}) == 12
+    costs = [anode.memory.expected_evaluations(u.params["setting"]) for u in memory]
+    assert costs == sorted(costs)  # cheapest first
+    assert anode.memory.memory_cost(profile, "cpu", progress=False, compute=False) == []
+    assert "0 of 12 measurements stored" in anode.memory.memory_caption(profile, [])
+    store = Store("quick")
+    outcome = plan.advance(profile, only=["anode/memory/euler-*"], store=store, progress=False, log=lambda text: None)
+    assert sorted(outcome.finished) == sorted(u.id for u in memory if u.id.startswith("anode/memory/euler-"))
+    stored = anode.memory.memory_cost(profile, "cpu", progress=False, compute=False)
+    assert {r["metrics"]["setting"]["method"] for r in stored} == {"euler"} and len(stored) == 4
+    caption = anode.memory.memory_caption(profile, stored)
+    assert "4 of 12 measurements stored" in caption and "--only anode/memory" in caption
+    claims = anode.findings.memory_claims(stored, ["euler", "rk4"])
+    assert claims and all(k.startswith("euler") for k in claims) and all(claims.values())
+    assert anode.findings.memory_findings(stored, ["euler", "rk4"], "dopri5")  # the partial sweep still reads
+    everything = anode.memory.memory_cost(profile, "cpu", progress=False)  # compute=True fills the rest
+    assert len(everything) == 12 and "stored;" not in anode.memory.memory_caption(profile, everything)

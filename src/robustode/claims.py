@@ -155,7 +155,11 @@ def _memory(store: Store) -> list[Effect]:
     for label, points in series.items():
         if not label.endswith("adjoint") or "steps" not in points[0]:
             continue
-        backprop = series[label.replace("adjoint", "backprop")]
+        common = ({p["steps"] for p in points} & {p["steps"] for p in series.get(label.replace("adjoint", "backprop"), [])})
+        if len(common) < 2:  # a partial sweep: the claim needs two step counts measured with both gradients
+            continue
+        points = [p for p in points if p["steps"] in common]
+        backprop = [p for p in series[label.replace("adjoint", "backprop")] if p["steps"] in common]
         ratio_adjoint = points[-1]["saved_bytes"] / points[0]["saved_bytes"]
         ratio_backprop = backprop[-1]["saved_bytes"] / backprop[0]["saved_bytes"]
         growth = ratio_backprop - ratio_adjoint  # exact byte counts: an interval of zero width

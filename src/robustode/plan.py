@@ -116,14 +116,18 @@ def measure(store: Store, chosen: list[Unit], device: torch.device, force: bool 
 def observed(store: Store, unit: Unit) -> dict:
     """Epoch and stage times recorded by finished units of the same kind (other seeds), if any."""
     epoch_s, stages_s = [], {}
+    same = ("model", "dataset", "width", "filters", "augment_dim")  # other seeds of one kind share these
+    if unit.params.get("model") is None:  # a one-off measurement (anode/memory/...) has no other seeds
+        return {}
     for run in store.runs(unit.experiment):
-        if run["run"] == unit.run or run["params"].get("model") != unit.params.get("model"):
+        if run["run"] == unit.run or any(run["params"].get(k) != unit.params.get(k) for k in same):
             continue
         history = run["metrics"].get("history") or {}
         # the last epoch: for TisODE the steady-state term makes later epochs the dearer ones
         if history.get("epochs"):
             epoch_s.append(history["epochs"][-1]["seconds"])
-        for stage, seconds in (run["metrics"].get("seconds") or {}).items():
+        stage_seconds = run["metrics"].get("seconds")
+        for stage, seconds in (stage_seconds if isinstance(stage_seconds, dict) else {}).items():
             stages_s.setdefault(stage, []).append(seconds)
     out: dict = {}
     if epoch_s:

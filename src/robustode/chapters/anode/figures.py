@@ -111,6 +111,7 @@ def memory(runs: list[dict], title: str):
         ax.set_yscale("log")
         ax.set_xlabel("forward NFE (ResNet: depth)")
         ax.set_ylabel(ylabel)
-    axes[0].legend(fontsize=7)
+    if axes[0].lines:  # a profile whose sweep is not measured yet draws empty axes, without a legend warning
+        axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return fig

@@ -31,23 +31,30 @@ def memory_claims(runs: list[dict], methods: list[str]) -> dict[str, bool]:
     with every block."""
     series = memory_series(runs)
     claims = {}
-    for method in methods:
+    for method in _measured(series, methods):
         adjoint = {m["saved_bytes"] for m in series[f"{method}, adjoint"]}
         backprop = series[f"{method}, backprop"]
         per_eval = {(b["saved_bytes"] - a["saved_bytes"]) // (b["nfe_forward"] - a["nfe_forward"])
                     for a, b in zip(backprop, backprop[1:], strict=False)}
         claims[f"{method}: the adjoint keeps the same bytes at every step count"] = len(adjoint) == 1
         claims[f"{method}: backprop keeps the same amount more per function evaluation"] = len(per_eval) == 1
-    resnet = [m["saved_bytes"] for m in series["ResNet (backprop)"]]
-    claims["ResNet: every added block keeps more bytes"] = all(b > a for a, b in zip(resnet, resnet[1:], strict=False))
+    resnet = [m["saved_bytes"] for m in series.get("ResNet (backprop)", [])]
+    if len(resnet) > 1:
+        claims["ResNet: every added block keeps more bytes"] = all(b > a for a, b in zip(resnet, resnet[1:], strict=False))
     return claims
+
+
+def _measured(series: dict[str, list[dict]], methods: list[str]) -> list[str]:
+    """The fixed-grid methods with at least two step counts stored for both gradients (a partial profile checks
+    what it has)."""
+    return [m for m in methods if min(len(series.get(f"{m}, {g}", [])) for g in ("adjoint", "backprop")) > 1]
 
 
 def memory_findings(runs: list[dict], methods: list[str], adaptive_method: str) -> list[str]:
     """Growth of saved bytes and allocator peak with the number of steps, time ratios, dopri5 and the ResNet."""
     series = memory_series(runs)
     lines = []
-    for method in methods:
+    for method in _measured(series, methods):
         c = constant_memory_check(runs, method)
         lo, hi = c["steps"]
         per_eval = slope(series[f"{method}, backprop"], lambda m: m["saved_bytes"]) / 2**20
@@ -63,8 +70,11 @@ def memory_findings(runs: list[dict], methods: list[str], adaptive_method: str) 
                      f"{points[0]['nfe_forward']} to {points[-1]['nfe_forward']}, backward NFE "
                      f"{points[0]['nfe_backward']} to {points[-1]['nfe_backward']}, allocator peak "
                      f"{peak_bytes(points[0]) / 2**20:.1f} to {peak_bytes(points[-1]) / 2**20:.1f} MiB.")
-    res = series["ResNet (backprop)"]
-    ode = series[next(iter(series))][0]
+    res = series.get("ResNet (backprop)")
+    odes = [points[0] for label, points in series.items() if not label.startswith("ResNet")]
+    if not res or not odes:
+        return lines
+    ode = odes[0]
     lines.append(f"**ResNet**, depth {res[0]['depth']} to {res[-1]['depth']}: saved bytes {res[0]['saved_bytes'] / 2**20:.2f} "
                  f"to {res[-1]['saved_bytes'] / 2**20:.2f} MiB, parameters {res[0]['parameters']:,} to "
                  f"{res[-1]['parameters']:,} (the ODE block has {ode['parameters']:,}).")

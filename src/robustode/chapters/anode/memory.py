@@ -4,6 +4,7 @@ against backprop through the solver) and of ResNets of growing depth.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,10 @@ from robustode.core.timing import cpu_threads
 from robustode.models import count_parameters
 from robustode.models.conv_anode import ConvDynamics
 from robustode.profiles import check_positive, resolve_device
-from robustode.results import mean_sd
+from robustode.results import mean_sd, now
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.units import run_once
+from robustode.units import DONE, PENDING, Progress, Unit, time_steps
 from robustode.wording import plural
 
 
@@ -40,8 +41,10 @@ class ConvResNet(nn.Module):
         return h
 
 
-def _memory_settings(cfg: dict) -> list[dict]:
+def memory_settings(cfg: dict) -> list[dict]:
     """Every measured configuration: fixed-grid methods x steps, dopri5 x tolerances, ResNet x depth, both gradients."""
+    for key in ("tolerances", "resnet_depths"):
+        check_positive(**{f"{key}[{i}]": v for i, v in enumerate(cfg[key])})
     settings = []
     for method, steps in cfg["fixed"].items():
         if method not in FIXED_GRID_METHODS:
@@ -63,7 +66,8 @@ def memory_run_name(setting: dict) -> str:
     return f"{setting['method']}-{size}-{grad}"
 
 
-def _measure(setting: dict, cfg: dict, device: torch.device) -> dict:
+def measure(setting: dict, cfg: dict, device: torch.device) -> dict:
+    """One setting's saved-for-backward bytes, allocator peak, median step time and NFE."""
     seed_everything(0)
     channels, size = cfg["channels"], cfg["image_size"]
     if setting["kind"] == "resnet":
@@ -92,23 +96,83 @@ def _measure(setting: dict, cfg: dict, device: torch.device) -> dict:
     }
 
 
-def memory_cost(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True) -> list[dict]:
-    """Peak memory and wall time of one training step of one ODE block (adjoint vs backprop) and of ResNets."""
+def memory_cost(profile: str | dict, device: str = "auto", results_dir: Path | None = None, progress: bool = True,
+                compute: bool = True) -> list[dict]:
+    """Peak memory and wall time of one training step of one ODE block (adjoint vs backprop) and of ResNets: the
+    stored measurements, and with ``compute`` the missing ones measured now (the run plan's ``anode/memory``
+    units measure them in the background: at paper scale on a CPU they take hours, not seconds)."""
     cfg = _config(profile, "memory")
-    for key in ("tolerances", "resnet_depths"):
-        check_positive(**{f"{key}[{i}]": v for i, v in enumerate(cfg[key])})
-    settings = _memory_settings(cfg)
-    dev = resolve_device(device)
+    store = Store(_profile_name(profile), results_dir)
     runs = []
     with cpu_threads(cfg["cpu_threads"]):
-        for setting in tqdm(settings, desc="memory", disable=not progress, mininterval=2.0):
+        for setting in tqdm(memory_settings(cfg), desc="memory", disable=not progress, mininterval=2.0):
             params = {**cfg, "setting": setting}
-            runs.append(run_once(
-                Store(_profile_name(profile), results_dir), "anode-memory", memory_run_name(setting), params=params, seed=0,
-                device=dev, resume=cfg["resume"],
-                compute=lambda setting=setting: {"setting": setting, **_measure(setting, cfg, dev)},
-            ))
+            stored = store.run("anode-memory", memory_run_name(setting), params) if cfg["resume"] or not compute else None
+            if stored is None and compute:
+                stored = store.write("anode-memory", memory_run_name(setting), params=params, seed=0, started=now(),
+                                     device=resolve_device(device),
+                                     metrics={"setting": setting, **measure(setting, cfg, resolve_device(device))})
+            if stored is not None:
+                runs.append(stored)
     return runs
+
+
+def memory_caption(profile: str | dict, runs: list[dict]) -> str:
+    """What the memory section measured: the block, the device, the repeats, and how many measurements are stored."""
+    cfg = _config(profile, "memory")
+    total = len(memory_settings(cfg))
+    devices = "; ".join(sorted({r["provenance"]["device"] for r in runs})) or "none yet"
+    stored = "" if len(runs) == total else (
+        f" {len(runs)} of {plural(total, 'measurement')} stored; the rest: "
+        f"`python -m robustode run --profile {_profile_name(profile)} --only anode/memory`.")
+    return (f"One block: batch {cfg['batch']}, {cfg['channels']} channels of {cfg['image_size']}×{cfg['image_size']}, "
+            f"{cfg['filters']} filters, time-dependent; device `{devices}`; median of {cfg['repeats']} timed steps.{stored}")
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_seconds(channels: int, filters: int, size: int, batch: int, time_dependent: bool) -> float:
+    """Seconds of one forward and backward evaluation of the conv field at this size, timed here."""
+    field = ConvDynamics(channels, filters, time_dependent)
+    h = torch.rand(batch, channels, size, size, requires_grad=True)
+    return time_steps(lambda: field(torch.zeros(()), h).sum().backward(), repeats=2)
+
+
+def expected_evaluations(setting: dict) -> float:
+    """Field evaluations of one training step, forward and backward (an estimate for adaptive dopri5: its steps
+    depend on the field; about two more accepted steps per decade of tolerance, six evaluations each)."""
+    if setting["kind"] == "resnet":
+        return setting["depth"]
+    per_step = {"euler": 1, "midpoint": 2, "rk4": 4}.get(setting["method"], 6)
+    steps = setting["steps"] if "steps" in setting else 2 + 2 * max(0.0, -math.log10(setting["tol"]))
+    forward = per_step * steps
+    return forward * (2 if setting["adjoint"] else 1)
+
+
+def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]:
+    """One run-plan unit per memory measurement (``anode/memory/<setting>``), cheapest first: each is seconds on
+    the quick profile and up to an hour at paper scale on a 2-core CPU."""
+    cfg = _config(profile, "memory")
+    out = []
+    for index, setting in enumerate(sorted(memory_settings(cfg), key=expected_evaluations)):
+        run, params = memory_run_name(setting), {**cfg, "setting": setting}
+
+        def status(store: Store, run=run, params=params) -> Progress:
+            if store.run("anode-memory", run, params) is not None:
+                return Progress(DONE, "results file written")
+            return Progress(PENDING, "", 0, ["measure"])
+
+        def compute(ctx, setting=setting) -> dict:
+            with cpu_threads(cfg["cpu_threads"]):
+                return {"setting": setting, **measure(setting, cfg, ctx.device)}
+
+        def probe(setting=setting) -> dict:
+            t = _eval_seconds(cfg["channels"], cfg["filters"], cfg["image_size"], cfg["batch"], cfg["time_dependent"])
+            return {"epoch_s": 0.0, "stages_s": {"measure": (cfg["warmup"] + cfg["repeats"]) * expected_evaluations(setting) * t}}
+
+        out.append(Unit(id=f"anode/memory/{run}", experiment="anode-memory", run=run, params=params, seed=0, epochs=0,
+                        stages=["measure"], kind=f"anode-memory/{run}", compute=compute, status=status, probe=probe,
+                        priority=-1000 + index))
+    return out
 
 
 def memory_series(runs: list[dict]) -> dict[str, list[dict]]:

@@ -20,6 +20,7 @@ from robustode.chapters.anode.config import (
     experiment_name,
     missing_reason,
 )
+from robustode.chapters.anode.memory import units as memory_units
 from robustode.core.budget import Deadline
 from robustode.core.odeblock import SolverFailure, solver_guard
 from robustode.core.timing import cpu_threads
@@ -246,9 +247,11 @@ def probe(dataset: str, variant: dict, cfg: dict) -> dict:
 
 def units(profile: str | dict, device: torch.device | None = None) -> list:
     """The run plan's units of chapter 5: the image runs (data set x variant x repetition) and the instability
-    runs; each trains with per-epoch checkpoints. (The memory measurements take seconds and run in the notebook.)"""
+    runs, each training with per-epoch checkpoints; and first the memory measurements, one unit each."""
     out, jobs = [], []
     parts = experiment_config(profile, "anode")
+    if "memory" in parts:
+        out += memory_units(profile, device)
     if "images" in parts:
         images = _config(profile, "images")
         for dataset in images["datasets"]:
