@@ -17,7 +17,7 @@ LAYERS = {
     1: ("store", "units", "verdict", "display"),
     2: ("chapters",),
     3: ("plan", "claims", "report", "errata", "reproduce", "book", "piece", "cli", "__main__", "__init__", "cluster",
-        "browser_check", "bibstyle", "authors"),
+        "browser_check", "bibstyle"),
 }
 
 

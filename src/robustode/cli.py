@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -125,12 +126,21 @@ def _data(args: argparse.Namespace) -> int:
     return 1 if failed and args.strict else 0
 
 
+def _authors_checkpoints(args: argparse.Namespace) -> None:
+    """``--authors-checkpoints PATH``: the run plan's authors units read ``$ROBUSTODE_AUTHORS_CHECKPOINTS``."""
+    if args.authors_checkpoints:
+        from robustode.chapters.robustness.authors import ENV
+
+        os.environ[ENV] = args.authors_checkpoints
+
+
 def _plan(args: argparse.Namespace) -> int:
     from robustode import plan
     from robustode.profiles import resolve_device
     from robustode.store import Store
     from robustode.tables import markdown_table
 
+    _authors_checkpoints(args)
     store = Store(args.profile)
     chosen = plan.select(plan.units(args.profile), args.only)  # a bad pattern fails here, before any probe
     if args.measure:
@@ -154,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     from robustode import plan
     from robustode.core.budget import parse_duration
 
+    _authors_checkpoints(args)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     from robustode import cluster
@@ -189,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--device", choices=DEVICES, default="auto")
     rn.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
     rn.add_argument("--quiet", action="store_true", help="no per-epoch progress bars (the [run] lines stay)")
+    for sp in (pl, rn):
+        sp.add_argument("--authors-checkpoints", metavar="PATH",
+                        help="a clone of github.com/HanshuYAN/TisODE (default: $ROBUSTODE_AUTHORS_CHECKPOINTS)")
     from robustode.cluster import add_arguments
 
     add_arguments(rn)

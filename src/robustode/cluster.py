@@ -55,8 +55,10 @@ FINAL = (DONE, FAILED, LOCKED, CANCELLED)
 # other state, "unknown" included, may still be running, so the unit is not submitted again
 ENDED = {*FINAL, "completed", "timeout", "node_fail", "out_of_memory", "boot_fail", "deadline", "preempted", "ended"}
 FOREVER_MIN = 30 * 24 * 60  # a local job without --time-per-job: no limit (submitit's default is 2 minutes)
-CHAPTERS = {"topology": "1 topology", "robustness": "2-3 robustness, TisODE", "attention": "4 attention",
-            "anode": "5 ANODE"}
+CHAPTERS = {"topology": "1 topology", "robustness": "2-3 robustness, TisODE",
+            "authors": "2 the authors' MNIST checkpoints", "attention": "4 attention", "anode": "5 ANODE"}
+# where a job finds what the plan's units read from the environment (results and data folders are set apart)
+PASSED_ENVIRONMENT = ("ROBUSTODE_IMAGENET", "ROBUSTODE_AUTHORS_CHECKPOINTS")
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -530,7 +532,7 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
     folder = jobs_dir(store) / "logs" / "%j"
     executor = make_executor(submitit, options, folder, name)
     env = (("ROBUSTODE_ROOT", str(project_root())), ("ROBUSTODE_DATA", str(data_dir())),
-           *((("ROBUSTODE_IMAGENET", os.environ["ROBUSTODE_IMAGENET"]),) if os.environ.get("ROBUSTODE_IMAGENET") else ()))
+           *((key, os.environ[key]) for key in PASSED_ENVIRONMENT if os.environ.get(key)))
 
     def job_for(unit: Any) -> UnitJob:
         return UnitJob(profile, unit.id, device, str(store.root), options.threads, env,

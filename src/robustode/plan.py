@@ -59,11 +59,13 @@ def units(profile: str | dict, device: torch.device | str = "auto") -> list[Unit
     settings = load_profile(profile) if isinstance(profile, str) else profile
     dev = resolve_device(device) if isinstance(device, str) else device
     found: list[tuple[int, Unit]] = []
-    # chapters from the cheapest runs to the dearest, so a CPU advances the ones it can finish first
-    for rank, (section, module) in enumerate((("topology", topology), ("attention", attention),
-                                              ("robustness", robustness), ("anode", anode))):
+    # chapters from the cheapest runs to the dearest, so a CPU advances the ones it can finish first; the authors'
+    # own checkpoints (chapter 2's evidence for Table I, a profile's ``authors`` section) after chapters 2-3's runs
+    sources = (("topology", topology.run.units), ("attention", attention.run.units),
+               ("robustness", robustness.run.units), ("authors", robustness.authors.units), ("anode", anode.run.units))
+    for rank, (section, chapter_units) in enumerate(sources):
         if section in settings:
-            found += [(rank, u) for u in module.run.units(profile, dev)]
+            found += [(rank, u) for u in chapter_units(profile, dev)]
     ids = [u.id for _, u in found]
     if len(ids) != len(set(ids)):
         raise AssertionError(f"duplicate unit ids in profile {profile_name(profile)!r}")

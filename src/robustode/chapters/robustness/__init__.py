@@ -2,9 +2,11 @@
 
 One module per concern: ``config`` (the profile's section, checked once), ``run`` (compute into the
 results store;
-the run plan's units), ``tables`` (rows from results files), ``figures``, ``findings`` (prose from results files).
+the run plan's units), ``tables`` (rows from results files), ``figures``, ``findings`` (prose from results files);
+``authors`` reads Yan et al.'s own trained MNIST models (legacy checkpoints, never unpickled) and makes them run-plan
+units evaluated with ``run``'s stages (evidence for Table I).
 """
 
-from robustode.chapters.robustness import config, figures, findings, run, tables
+from robustode.chapters.robustness import authors, config, figures, findings, run, tables
 
-__all__ = ["config", "figures", "findings", "run", "tables"]
+__all__ = ["authors", "config", "figures", "findings", "run", "tables"]

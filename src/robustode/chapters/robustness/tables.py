@@ -1,5 +1,5 @@
 """Chapters 2-3 tables: rows built from one profile's results files only (Table I against the printed values,
-strong attacks, sanity checks, solver transfer, defences, run summaries, steadiness).
+strong attacks, sanity checks, solver transfer, defences, run summaries, steadiness, the authors' own checkpoints).
 
 Every function takes the :class:`~robustode.store.Store` of the profile to show. A table with no stored runs
 returns ``[]``; the chapter then says in one line why (:func:`why_empty`).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from robustode.chapters.robustness import authors
 from robustode.chapters.robustness.config import (
     CONTROLS,
     MAIN_MODELS,
@@ -21,6 +22,7 @@ from robustode.chapters.robustness.config import (
     table_one_rows,
 )
 from robustode.core.evaluation import sanity_checks
+from robustode.profiles import load_profile
 from robustode.reference import Printed, printed, reference_values
 from robustode.results import fmt_mean_sd, mean_sd
 from robustode.store import Store
@@ -165,10 +167,10 @@ def solver_transfer_table(store: Store, dataset: str, models: tuple[str, ...] = 
 
 def authors_spread(store: Store, models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
     """The authors' own three logged FGSM runs per MNIST model beside the printed value and ours (one per seed)."""
-    authors = reference_values()["authors_mnist_fgsm_runs"]
+    logged = reference_values()["authors_mnist_fgsm_runs"]
     runs = _runs(store, "MNIST")
     rows = []
-    for key, per_model in authors.items():
+    for key, per_model in logged.items():
         eps = key.removeprefix("fgsm_")
         for name, values in per_model.items():
             if name not in models:
@@ -308,4 +310,74 @@ def controls_table(store: Store, dataset: str) -> list[dict]:
                 **_control_cells(mine, dataset),
                 "failed sanity checks": str(failed) if mine else "—",
             })
+    return rows
+
+
+def _authors_cells(label: str, value: float | None, images: int | None, printed_as: Printed | None = None,
+                   reproduced: Reproduced | None = None, log: float | None = None) -> dict[str, str]:
+    """One quantity of :func:`authors_table`: judged against ``printed_as`` by :func:`robustode.verdict.row` where
+    Table I prints it, else only shown; beside the authors' log (their run 1) with the difference in images."""
+    if printed_as is not None and reproduced is not None:
+        cells = row(printed_as, reproduced, label=label, context=False)
+    else:
+        cells = {"quantity": label, "printed": "—", "reproduced": "—" if value is None else f"{value:.1f}",
+                 "difference [95 % CI]": "—", "verdict": "—"}
+    diff = "—"
+    if log is not None and value is not None and images:
+        diff = f"{round((value - log) * images / 100):+d}"
+    return {**cells, "images": str(images) if images else "—", "authors' log, run 1": "—" if log is None else f"{log:.1f}",
+            "here − log (images)": diff}
+
+
+def authors_table(store: Store) -> list[dict]:
+    """Yan et al.'s own trained MNIST models evaluated here (experiment ``authors-MNIST`` of ``store``; models and
+    extra eps from its profile's ``authors`` section, ``[]`` for a profile without one). Per model: clean and
+    Gaussian-noise accuracy, the faithful FGSM / PGD, strong PGD and AutoAttack, the number of images behind each
+    figure and the sanity checks. Where Table I prints a number the row is judged against it with the one rule
+    (:func:`robustode.verdict.row`; one checkpoint is one run, so n = 1); the FGSM rows also stand beside the
+    authors' log of these very checkpoints (``sharing_MNIST_FGSM.txt``, run 1) with the difference counted in
+    images. Accuracies in %."""
+    if "authors" not in load_profile(store.profile):
+        return []
+    settings = authors.config(store.profile)
+    extra = {str(e) for e in settings.get("extra_fgsm_eps", ())}
+    runs = {r["run"]: r for r in store.runs(authors.EXPERIMENT)}
+    table = {(kind, value): key for key, kind, value in table_one_rows("MNIST")}
+    logged = reference_values()["authors_mnist_fgsm_runs"]
+    rows: list[dict] = []
+    for name in settings["models"]:
+        if name not in runs:
+            why = authors.requires(authors.checkpoint_path(settings, name)) or store.pending()
+            rows.append({"model": name, **_authors_cells("—", None, None), "verdict": not_run(why)})
+            continue
+        run = runs[name]
+        m = run["metrics"]
+
+        def add(label: str, value: float, images: int, kind: str = "", at: str = "", log: float | None = None,
+                name: str = name, run: dict = run) -> None:
+            key = table.get((kind, at))
+            p = printed("table_1_robustness", "MNIST", key, name) if key else None
+            got = Reproduced((value,), store.profile, device_of([run])) if p else None
+            rows.append({"model": name, **_authors_cells(label, value, images, p, got, log)})
+
+        noise_images = m["noise_images"] or 10_000
+        add("clean", 100 * m["clean"], noise_images)
+        for sigma, acc in sorted(m["noise"].items(), key=lambda kv: float(kv[0])):
+            add(f"σ = {float(sigma):g}", 100 * acc, noise_images, "gaussian", f"{float(sigma):g}")
+        for kind in ("fgsm", "pgd"):
+            for eps, acc in sorted(m["faithful"][kind].items(), key=lambda kv: eps_value(kv[0])):
+                log = logged.get(f"{kind}_{eps}", {}).get(name)
+                if (kind, eps) not in table and log is None and not (kind == "fgsm" and eps in extra):
+                    continue  # the other points of the eps curves: in the results file, not in this comparison
+                add(f"{kind.upper()}-{eps}", 100 * acc, m["attack_images"], kind, eps, log[0] if log else None)
+        for eps, strong in m.get("strong", {}).items():
+            add(f"strong PGD-{eps} ({strong['steps']} steps × {strong['restarts']} restarts)", 100 * strong["accuracy"],
+                strong["images"])
+            if "autoattack" in strong:
+                aa = strong["autoattack"]
+                add(f"AutoAttack-{eps} ({aa['config']})", 100 * aa["accuracy"], aa["images"])
+        failed = [c["check"] for c in checks_of(run) if not c["ok"]]
+        rows.append({"model": name, **_authors_cells("sanity checks", None, None),
+                     "verdict": f"{plural(len(checks_of(run)), 'check')} passed" if not failed
+                     else "failed: " + "; ".join(failed)})
     return rows
