@@ -47,6 +47,16 @@ def why_empty(store: Store, dataset: str) -> str:
     return not_run(missing_reason(dataset) or store.pending())
 
 
+def authors_why_empty(store: Store) -> str:
+    """Why ``store`` shows no evaluation of the authors' checkpoints: its profile has no ``authors`` section (only
+    ``full`` has), or the runs are pending, or the checkpoints are not given here."""
+    if "authors" not in load_profile(store.profile):
+        return (f"the {store.profile} profile does not evaluate the authors' checkpoints; the full profile does: "
+                f"`python -m robustode run --profile full --only authors` with `{authors.ENV}` set to a clone of "
+                f"{authors.REPOSITORY}")
+    return not_run(authors.NOT_GIVEN if authors.checkpoint_root() is None else store.pending())
+
+
 def device_of(runs: list[dict]) -> str:
     return ", ".join(sorted({r["provenance"]["device"].split(" (")[0] for r in runs}))
 
