@@ -57,6 +57,13 @@ def evidence(experiments: Iterable[str], profile: str) -> list[Store]:
     return stores
 
 
+def strongest(experiments: Iterable[str], profile: str) -> Store:
+    """The strongest tier holding runs of ``experiments`` (a chapter's figures and findings come from it), or this
+    build's ``profile`` when none holds any."""
+    wanted = list(experiments)
+    return next((s for s in evidence(wanted, profile) if any(s.runs(e) for e in wanted)), Store(profile))
+
+
 def caption(store: Store, experiments: Iterable[str]) -> str:
     """Profile, what it is worth, how many runs, devices and commits (``+``: made from a tree with uncommitted
     changes), in one line."""

@@ -24,7 +24,7 @@ def band(ax, series: list[list[float]], label: str, colour: str | None = None, s
 
 def skipped(what: str) -> None:
     """One italic line instead of a figure that would have no data (e.g. its data set is missing)."""
-    text = f"*Figure not drawn: no stored runs ({what}).*"
+    text = f"*Figure not drawn: no stored runs for {what}.*"
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
