@@ -78,6 +78,7 @@ VARIANTS = {
     "plumbing-imports": ("plumbing", '<div class="cell_input"><pre>import os\n\nfrom robustode import plots</pre></div>'),
     "wording-s": ("wording", "<p>0 run(s) stopped by a solver failure</p>"),
     "wording-brackets": ("wording", "<p>75.0 vs printed 75.7 (reproduced (quick profile, indicative)).</p>"),
+    "raw-output-inline": ("raw-output", "<p>MNIST test accuracy, ours: {'ClassicAttention': 0.5935, 'ODEAttention': 0.8181}</p>"),
 }
 
 

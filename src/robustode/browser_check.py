@@ -184,6 +184,7 @@ CODE_MATHS = re.compile(r"[∑∫√ᵀ]|\bsoftmax\(|\bexp\(|\\[a-z]+|[A-Za-z)]\
 PLAIN_XREF = re.compile(r"\(see (?:the )?[A-Z][\w-]*(?: [A-Z][\w-]*)*\)")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\w*(Error|Exception): ", re.M)
 RAW_DICT = re.compile(r"^\s*\{\s*['\"0-9]", re.M)
+INLINE_DICT = re.compile(r"\{'[^'{}]+': [^{}]*\}")  # a dict's repr inside a sentence ("ours: {'CNN': 0.9}")
 
 
 def judge(page: str, facts: dict, html_root: Path | None = None, page_path: Path | None = None) -> list[Finding]:
@@ -214,6 +215,8 @@ def judge(page: str, facts: dict, html_root: Path | None = None, page_path: Path
             add("wording", f"count or bracket wording: {_around(text, WORDING)!r}")
         if RAW_KEY.search(text):
             add("raw-key", f"an identifier shown as text: {_around(text, RAW_KEY)!r}")
+        if INLINE_DICT.search(text):
+            add("raw-output", f"a raw Python dict in the text: {_around(text, INLINE_DICT)!r}")
         if PLAIN_XREF.search(entry["unlinked"]):
             add("plain-xref", f"cross-reference as text, not a link: {_around(entry['unlinked'], PLAIN_XREF)!r}")
     for text in facts["outputs"]:

@@ -323,8 +323,8 @@ def printed_table_checks(store: Store) -> dict:
         out[name]["ours_mnist_minus_fashion_text"] = (f"{diff:+.4f}" if not math.isnan(diff)
                                                       else _not_run_text(("MNIST", "FashionMNIST")))
     out["mnist_accuracy"] = {n: acc[(n, "MNIST")][0] for n in MODELS if acc[(n, "MNIST")][2]}
-    out["mnist_accuracy_text"] = str({k: round(v, 4) for k, v in out["mnist_accuracy"].items()}) if out["mnist_accuracy"] \
-        else _not_run_text(("MNIST",))
+    out["mnist_accuracy_text"] = ("; ".join(f"{k} {v:.4f}" for k, v in out["mnist_accuracy"].items()) if out["mnist_accuracy"]
+                                  else _not_run_text(("MNIST",)))
     return out
 
 
