@@ -88,6 +88,7 @@ def measure(setting: dict, cfg: dict, device: torch.device) -> dict:
     cost = step_cost(step, device, cfg["warmup"], cfg["repeats"])
     is_ode = isinstance(net, ODEBlock)
     return {
+        "setting": setting,
         **cost,
         "nfe_forward": net.nfe_forward if is_ode else setting["depth"],
         "nfe_backward": net.nfe_backward if is_ode else 0,
@@ -103,6 +104,7 @@ def memory_cost(profile: str | dict, device: str = "auto", results_dir: Path | N
     units measure them in the background: at paper scale on a CPU they take hours, not seconds)."""
     cfg = _config(profile, "memory")
     store = Store(_profile_name(profile), results_dir)
+    dev = resolve_device(device)
     runs = []
     with cpu_threads(cfg["cpu_threads"]):
         for setting in tqdm(memory_settings(cfg), desc="memory", disable=not progress, mininterval=2.0):
@@ -110,8 +112,7 @@ def memory_cost(profile: str | dict, device: str = "auto", results_dir: Path | N
             stored = store.run("anode-memory", memory_run_name(setting), params) if cfg["resume"] or not compute else None
             if stored is None and compute:
                 stored = store.write("anode-memory", memory_run_name(setting), params=params, seed=0, started=now(),
-                                     device=resolve_device(device),
-                                     metrics={"setting": setting, **measure(setting, cfg, resolve_device(device))})
+                                     device=dev, metrics=measure(setting, cfg, dev))
             if stored is not None:
                 runs.append(stored)
     return runs
@@ -163,7 +164,7 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
 
         def compute(ctx, setting=setting) -> dict:
             with cpu_threads(cfg["cpu_threads"]):
-                return {"setting": setting, **measure(setting, cfg, ctx.device)}
+                return measure(setting, cfg, ctx.device)
 
         def probe(setting=setting) -> dict:
             t = _eval_seconds(cfg["channels"], cfg["filters"], cfg["image_size"], cfg["batch"], cfg["time_dependent"])
