@@ -112,3 +112,37 @@ def test_attack_images_are_yan_et_al_seeded_choice():
     idx = attack_indices(10000, 1000)
     assert len(idx) == 1000 and len(set(idx.tolist())) == 1000
     assert np.array_equal(idx, expected)
+
+
+class Recording(nn.Module):
+    """Wraps a model and keeps every input batch it is called on."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.inputs = model, []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+def test_strong_pgd_in_pieces_starts_each_image_where_the_whole_call_starts_it(setup):
+    model, x, y = setup
+    whole = Recording(model)
+    out = attacks.pgd_strong(whole, x, y, 0.2, steps=1, restarts=2, seed=3)
+    pieces, firsts = [], []
+    for rows in (slice(0, 20), slice(20, 45), slice(45, 64)):
+        rec = Recording(model)
+        pieces.append(attacks.pgd_strong(rec, x, y, 0.2, steps=1, restarts=2, seed=3, rows=rows))
+        firsts.append(rec.inputs[0])  # restart 0's first gradient call: every image of the piece at its start
+    # x + eps * start, projected: elementwise arithmetic, the same bits however the images are batched
+    assert torch.equal(torch.cat(firsts), whole.inputs[0])
+    # without rows, a piece attacked on its own would start elsewhere: the test can tell the two apart
+    alone = Recording(model)
+    attacks.pgd_strong(alone, x[20:45], y[20:45], 0.2, steps=1, restarts=2, seed=3)
+    assert not torch.equal(alone.inputs[0], whole.inputs[0][20:45])
+    # the flags: the model's matrix product may round differently for another batch size, so one image may
+    # differ at a decision boundary, no more
+    for r in range(2):
+        joined = sum((p["robust_after_restart"][r] for p in pieces), [])
+        assert sum(a != b for a, b in zip(joined, out["robust_after_restart"][r], strict=True)) <= 1

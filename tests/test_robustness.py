@@ -303,3 +303,50 @@ def test_without_data_runs_are_skipped_and_every_table_says_not_run_data_missing
     assert figs.accuracy_curves(robustness.tables.curves(store, "MNIST"), "MNIST") is None
     assert figs.field_profiles(robustness.tables.field_profiles(store, "MNIST")) is None
     assert capsys.readouterr().out.count("Figure not drawn") == 2
+
+
+class StopsAfter:
+    """A deadline that lets ``n`` pieces start and refuses the next."""
+
+    def __init__(self, n):
+        self.n, self.asked = n, []
+
+    def check(self, seconds, what):
+        from robustode.core.budget import OutOfBudget
+
+        self.asked.append(seconds)
+        if len(self.asked) > self.n:
+            raise OutOfBudget(what)
+
+
+def test_a_strong_stage_stopped_between_pieces_resumes_to_what_an_unbroken_run_gives(monkeypatch):
+    import json
+
+    from robustode.chapters.robustness.run import Pieces, _strong
+    from robustode.core.budget import OutOfBudget
+
+    monkeypatch.setattr(robustness.run, "PGD_PIECE", 3)
+    monkeypatch.setattr(robustness.run, "AUTOATTACK_PIECE", 2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(8, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    cfg = {"strong": {"steps": [2, 5], "restarts": 2, "eot": 1, "images": 8}, "eval_batch": 500,
+           "autoattack": {"images": 4, "version": "custom", "attacks": ["apgd-ce"], "overrides": {"apgd.n_iter": 3}}}
+    unbroken = _strong(model, x, y, "0.2", cfg, seed=1, pieces=Pieces({}))
+
+    memo, saved = {}, []
+    deadline = StopsAfter(4)
+    with pytest.raises(OutOfBudget):
+        _strong(model, x, y, "0.2", cfg, seed=1, pieces=Pieces(memo, lambda: saved.append(json.dumps(memo)), deadline))
+    assert len(saved) == 4 and len(memo) == 4  # each piece saved as it finished: 3 of the main PGD, 1 of 2 steps
+    assert {v["kind"] for v in memo.values()} == {"pgd 5x2", "pgd 2x1"}
+    resumed_memo = json.loads(saved[-1])  # what a new process reads back from the partial file
+    resumed = Pieces(resumed_memo)
+    assert _strong(model, x, y, "0.2", cfg, seed=1, pieces=resumed) == unbroken
+    assert len(resumed.fresh) == len(resumed_memo) - 4  # the four stored pieces were not recomputed
+    assert unbroken["autoattack"]["images_per_part"] == 2 and unbroken["autoattack"]["images"] == 4
+    # after the first piece of a kind, a piece is priced at the rate measured on its kind, not at the guess
+    assert resumed.per_image("pgd 5x2") == pytest.approx(
+        sum(v["seconds"] for v in resumed_memo.values() if v["kind"] == "pgd 5x2") / 8)

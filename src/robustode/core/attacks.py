@@ -136,23 +136,32 @@ def _eot_gradient(model: Model, x_adv: torch.Tensor, y: torch.Tensor, eot: int) 
 
 def pgd_strong(
     model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100, restarts: int = 5,
-    step_size: float | None = None, eot: int = 1, seed: int = 0,
+    step_size: float | None = None, eot: int = 1, seed: int = 0, rows: slice | None = None,
 ) -> dict[str, list]:
     """PGD on the cross-entropy (Madry et al., 2018): uniform random start, ``steps`` sign steps of
     ``step_size`` (default 2.5 eps / steps), ``restarts`` independent starts, EOT over ``eot`` passes.
 
     Returns ``robust_after_restart[r]``: per image, robust against restarts 0..r (any checked iterate,
     including the final one, counts), so more restarts can only lower the accuracy.
+
+    ``rows`` attacks only ``x[rows]`` (flags for those images) with the random starts the call on the whole of
+    ``x`` gives them: the pieces of a split call are that call, piece by piece, so a long attack can stop between
+    pieces and resume without changing what it computes.
     """
     if steps < 1 or restarts < 1 or eot < 1:
         raise ValueError(f"steps, restarts and eot must be >= 1, got {steps}, {restarts}, {eot}")
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     gen = torch.Generator(device=x.device).manual_seed(seed)
+    shape = x.shape
+    if rows is not None:
+        x, y = x[rows], y[rows]
     robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
     history = []
     for _ in range(restarts):
         # Drawn for every image, so each image's start does not depend on which others are still robust.
-        start = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        start = torch.rand(shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        if rows is not None:
+            start = start[rows]
         # An image broken by an earlier iterate or restart stays broken: only the robust ones are attacked.
         active = robust.nonzero().squeeze(1)
         x_adv = project(x[active] + eps * start[active], x[active], eps)

@@ -59,7 +59,7 @@ from torch import nn
 
 from robustode.chapters.robustness.config import config as robustness_config
 from robustode.chapters.robustness.config import missing_reason
-from robustode.chapters.robustness.run import evaluate, evaluation_stages, pass_costs, stage_costs
+from robustode.chapters.robustness.run import evaluate, evaluation_stages, pass_costs, stage_costs, stages_left
 from robustode.core.budget import Deadline
 from robustode.data.images import load_tensors
 from robustode.models import count_parameters
@@ -520,10 +520,10 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
         def status(store: Store, name: str = name, params: dict = params) -> Progress:
             if store.run(EXPERIMENT, name, params) is not None:
                 return Progress(DONE, "results file written")
-            left = [s for s in stages if s not in store.load_partial(EXPERIMENT, name, params)]
-            if len(left) < len(stages):
-                return Progress(PARTIAL, f"evaluation stage {len(stages) - len(left) + 1} of {len(stages)} ({left[0]})"
-                                         if left else "evaluated", 0, left)
+            partial = store.load_partial(EXPERIMENT, name, params)
+            left, detail = stages_left(partial, stages)
+            if partial:
+                return Progress(PARTIAL, detail, 0, left)
             return Progress(PENDING, "", 0, list(stages))
 
         def run(ctx: Context, name: str = name, path: Path | None = path, relative: str = relative,

@@ -166,25 +166,116 @@ def _faithful(model: nn.Module, xa: torch.Tensor, ya: torch.Tensor, cfg: dict, k
     return out, flags
 
 
+# Images per resumable piece of a strong stage (see :class:`Pieces`). A PGD piece computes exactly what the whole
+# call computes for its images (attacks.pgd_strong(rows=...)), so its size changes nothing but how much a stop
+# loses. AutoAttack draws its random starts per batch, so its pieces are its batches: the size is recorded with
+# the result ("images_per_part").
+PGD_PIECE = 100
+AUTOATTACK_PIECE = 25
+
+
+class Pieces:
+    """The resumable pieces of one long evaluation stage (a strong attack on hundreds of images can take hours on a
+    CPU, longer than one working session). Each piece's result is kept in ``memo`` (a part of the run's partial
+    file, saved by ``save`` after every piece), so a stopped stage resumes at its next piece. Before a piece
+    starts, ``deadline`` must leave room for it: the seconds per image measured on this stage's finished pieces of
+    the same kind, else ``guess``."""
+
+    def __init__(self, memo: dict, save: Callable[[], None] | None = None, deadline: Deadline | None = None,
+                 what: str = ""):
+        self.memo, self.save, self.deadline, self.what = memo, save, deadline, what
+        self.fresh: set[str] = set()  # the pieces computed by this call (the others were resumed)
+
+    def per_image(self, kind: str) -> float | None:
+        seen = [v for v in self.memo.values() if v["kind"] == kind]
+        return sum(v["seconds"] for v in seen) / sum(v["images"] for v in seen) if seen else None
+
+    def run(self, key: str, kind: str, images: int, guess: float, compute: Callable[[], object]):
+        if key in self.memo:
+            return self.memo[key]["value"]
+        if self.deadline is not None:
+            rate = self.per_image(kind)
+            self.deadline.check(guess if rate is None else rate * images, f"{self.what}: {key}")
+        tic = time.perf_counter()
+        value = compute()
+        self.memo[key] = {"kind": kind, "images": images, "seconds": time.perf_counter() - tic, "value": value}
+        self.fresh.add(key)
+        if self.save is not None:
+            self.save()
+        return value
+
+
 def strong_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, restarts: int, eot: int,
-               seed: int, batch_size: int) -> list[list[bool]]:
+               seed: int, batch_size: int, pieces: Pieces | None = None, guess: float = 0.0) -> list[list[bool]]:
     """:func:`robustode.core.attacks.pgd_strong` on chunks of ``batch_size`` images (chunk k seeded ``seed + k``);
-    per restart r, the per-image flags "robust against restarts 0..r"."""
-    chunks = [attacks.pgd_strong(model, x[i : i + batch_size], y[i : i + batch_size], eps, steps, restarts, eot=eot,
-                                 seed=seed + k)["robust_after_restart"]
-              for k, i in enumerate(range(0, len(x), batch_size))]
-    return [sum((c[r] for c in chunks), []) for r in range(restarts)]
+    per restart r, the per-image flags "robust against restarts 0..r". With ``pieces``, each chunk runs in pieces
+    of :data:`PGD_PIECE` images (the same flags; ``guess``: estimated seconds per image before any is measured)."""
+    parts = []
+    for k, i in enumerate(range(0, len(x), batch_size)):
+        xc, yc = x[i : i + batch_size], y[i : i + batch_size]
+        size = PGD_PIECE if pieces is not None else len(xc)
+        for j in range(0, len(xc), size):
+            rows = slice(j, min(j + size, len(xc)))
+
+            def attack(rows: slice = rows, xc: torch.Tensor = xc, yc: torch.Tensor = yc, k: int = k) -> list:
+                return attacks.pgd_strong(model, xc, yc, eps, steps, restarts, eot=eot, seed=seed + k,
+                                          rows=rows)["robust_after_restart"]
+
+            n = rows.stop - rows.start
+            parts.append(attack() if pieces is None else pieces.run(
+                f"pgd {steps}x{restarts} images {i + rows.start}-{i + rows.stop}", f"pgd {steps}x{restarts}", n,
+                guess * n, attack))
+    return [sum((c[r] for c in parts), []) for r in range(restarts)]
+
+
+def strong_guess(name: str, cfg: dict, eps: str, seconds: float) -> dict[str, float]:
+    """``seconds`` (a strong stage's estimate) shared out over its parts as :func:`strong_seconds` prices them (a
+    forward pass taken as half an input gradient, about what the probes measure)."""
+    try:
+        parts = strong_seconds(name, cfg, eps, 1.0, 0.5)
+    except (KeyError, ValueError):  # a model without printed numbers: even shares
+        parts = {"main": 1.0, "steps": 1.0, "autoattack": 1.0}
+    total = sum(parts.values()) or 1.0
+    return {k: seconds * v / total for k, v in parts.items()}
+
+
+def strong_seconds(name: str, cfg: dict, eps: str, grad_s: float, forward_s: float) -> dict[str, float]:
+    """Estimated seconds of a strong stage's parts at ``eps``: ``main`` PGD (most steps x restarts), ``steps`` (the
+    shorter one-restart PGDs) and ``autoattack``. Broken images are skipped, so steps are counted on the robust
+    fraction (:func:`prior_robustness`) plus a fifth of them on the rest (the images a restart breaks on its way)."""
+    strong, aa = cfg["strong"], cfg["autoattack"]
+    n_test = 10_000
+    n_strong = min(strong["images"] or n_test, n_test)
+    n_aa = min(aa["images"] or 0, n_strong)
+    r = prior_robustness(name, cfg["dataset"], eps)
+    share = strong["eot"] * (r + 0.2 * (1 - r)) * n_strong * grad_s
+    # standard AutoAttack on the images left: APGD-CE (100), APGD-T (9 x 100), FAB-T (9 x 100) gradients and
+    # Square (5,000 queries); a custom version is counted as two 100-step attacks
+    if aa["version"] == "standard":
+        autoattack = n_aa * ((100 + 1800 * r) * grad_s + 5000 * r * forward_s)
+    else:
+        autoattack = n_aa * 200 * grad_s
+    return {"main": max(strong["steps"]) * strong["restarts"] * share, "steps": sum(sorted(strong["steps"])[:-1]) * share,
+            "autoattack": autoattack}
 
 
 def _strong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: str, cfg: dict, seed: int, eot: int = 1,
-            run_autoattack: bool = True) -> dict:
+            run_autoattack: bool = True, pieces: Pieces | None = None, guess: dict[str, float] | None = None) -> dict:
+    """Strong PGD (cross-entropy, random starts, restarts; by steps and by restarts) and AutoAttack at ``eps``.
+    With ``pieces``, resumable piece by piece; ``guess``: :func:`strong_seconds` of this stage (seconds), which
+    sizes the deadline check of a piece before any piece of its kind is measured."""
     strong = cfg["strong"]
     steps = sorted(strong["steps"])
-    pgd = lambda n_steps, restarts: strong_pgd(model, x, y, eps_value(eps), n_steps, restarts, eot, seed,  # noqa: E731
-                                               cfg["eval_batch"])
-    main = pgd(steps[-1], strong["restarts"])
+    guess = guess or {}
+    n_steps_total = sum(steps[:-1]) or 1
+
+    def pgd(n_steps: int, restarts: int, seconds: float) -> list[list[bool]]:
+        return strong_pgd(model, x, y, eps_value(eps), n_steps, restarts, eot, seed, cfg["eval_batch"], pieces,
+                          seconds / max(len(x), 1))
+
+    main = pgd(steps[-1], strong["restarts"], guess.get("main", 0.0))
     robust = torch.tensor(main[-1])
-    by_steps = {str(s): robust_accuracy(pgd(s, 1)[0]) for s in steps[:-1]}
+    by_steps = {str(s): robust_accuracy(pgd(s, 1, guess.get("steps", 0.0) * s / n_steps_total)[0]) for s in steps[:-1]}
     by_steps[str(steps[-1])] = robust_accuracy(main[0])
     out = {"accuracy": robust_accuracy(robust), "flags": pack_flags(robust.tolist()), "images": len(x),
            "steps": steps[-1], "restarts": strong["restarts"],
@@ -193,12 +284,22 @@ def _strong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: str, cfg: d
     aa = cfg["autoattack"]
     if run_autoattack and aa["images"]:
         n = min(aa["images"], len(x))
-        flags = attacks.autoattack(model, x[:n], y[:n], eps_value(eps), aa["version"], aa.get("attacks"),
-                                   aa.get("overrides"), seed=seed, batch_size=cfg["eval_batch"])
+        size = AUTOATTACK_PIECE if pieces is not None else n
+
+        def autoattack(a: int, b: int) -> list[bool]:
+            return attacks.autoattack(model, x[a:b], y[a:b], eps_value(eps), aa["version"], aa.get("attacks"),
+                                      aa.get("overrides"), seed=seed, batch_size=cfg["eval_batch"]).cpu().tolist()
+
+        flags: list[bool] = []
+        for a in range(0, n, size):
+            b = min(a + size, n)
+            flags += (autoattack(a, b) if pieces is None else pieces.run(
+                f"autoattack images {a}-{b}", "autoattack", b - a, guess.get("autoattack", 0.0) * (b - a) / n,
+                lambda a=a, b=b: autoattack(a, b)))
         label = aa["version"] if aa["version"] != "custom" else (
             "custom: " + ", ".join(aa["attacks"]) + "".join(f", {k}={v}" for k, v in (aa.get("overrides") or {}).items()))
-        out["autoattack"] = {"accuracy": robust_accuracy(flags.cpu()), "flags": pack_flags(flags.cpu().tolist()), "images": n,
-                             "config": label,
+        out["autoattack"] = {"accuracy": robust_accuracy(torch.tensor(flags)), "flags": pack_flags(flags), "images": n,
+                             "config": label, "images_per_part": min(size, n),
                              "pgd_same_images": robust_accuracy(robust[:n])}
     return out
 
@@ -243,8 +344,10 @@ def evaluation_stages(name: str, cfg: dict) -> list[str]:
     return stages + (["randomised"] if name in cfg["defences"]["randomise"] else [])
 
 
-def _stage(stage: str, model: RobustNet, data: dict, cfg: dict, seed: int) -> dict:
-    """One evaluation stage's metrics (accuracies in [0, 1]); see :func:`evaluate`."""
+def _stage(stage: str, model: RobustNet, data: dict, cfg: dict, seed: int, pieces: Pieces | None = None,
+           guess: dict[str, float] | None = None) -> dict:
+    """One evaluation stage's metrics (accuracies in [0, 1]); see :func:`evaluate`. ``pieces`` and ``guess``: a
+    strong stage's resumable pieces (:func:`_strong`)."""
     x_test, y_test = data["test"]
     xa, ya = attack_set(data, cfg)
     if stage == "noise":
@@ -262,7 +365,7 @@ def _stage(stage: str, model: RobustNet, data: dict, cfg: dict, seed: int) -> di
         eps = stage.removeprefix("strong ")
         n = min(cfg["strong"]["images"] or len(x_test), len(x_test))
         xs, ys = (xa[:n], ya[:n]) if n <= len(xa) else subset(x_test, y_test, n, seed=0)
-        return {"strong": {eps: _strong(model, xs, ys, eps, cfg, seed)}}
+        return {"strong": {eps: _strong(model, xs, ys, eps, cfg, seed, pieces=pieces, guess=guess)}}
     if stage == "sanity":
         n = min(cfg["sanity"]["images"], len(xa))
         strong_one = strong_pgd(model, xa[:n], ya[:n], 1.0, min(cfg["strong"]["steps"]), 1, 1, seed, cfg["eval_batch"])
@@ -278,6 +381,17 @@ def _stage(stage: str, model: RobustNet, data: dict, cfg: dict, seed: int) -> di
     raise ValueError(f"unknown evaluation stage {stage!r}")
 
 
+def stages_left(partial: dict, stages: list[str]) -> tuple[list[str], str]:
+    """The stages a partial file does not hold yet, and a line for the plan ("evaluation stage 3 of 5 (strong
+    0.2, 4 pieces stored)")."""
+    left = [s for s in stages if s not in partial]
+    if not left:
+        return left, "evaluated"
+    pieces = len(partial.get(f"{left[0]} (pieces)", {}))
+    stored = f", {pieces} piece{'s' * (pieces != 1)} stored" if pieces else ""
+    return left, f"evaluation stage {len(stages) - len(left) + 1} of {len(stages)} ({left[0]}{stored})"
+
+
 def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool = True, desc: str = "",
              name: str = "", done: dict | None = None, save: Callable[[dict], None] | None = None,
              deadline: Deadline | None = None, estimate: Callable[[str], float] = lambda stage: 0.0) -> dict:
@@ -285,8 +399,10 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
 
     Runs :func:`evaluation_stages` in order. ``done`` holds stages finished earlier (``{stage: metrics}``),
     which are not redone; ``save(done)`` is called after each stage, so a stopped evaluation resumes at
-    the next one. With ``deadline``, a stage starts only if ``estimate(stage)`` seconds fit, else
-    :class:`~robustode.core.budget.OutOfBudget` is raised between stages.
+    the next one. A strong stage is also saved piece by piece (:class:`Pieces`, under ``"<stage> (pieces)"``
+    until the stage is whole), so it resumes at its next piece. With ``deadline``, a stage (a piece of a strong
+    stage) starts only if ``estimate(stage)`` seconds (its share of them, then the measured rate) fit, else
+    :class:`~robustode.core.budget.OutOfBudget` is raised between stages (pieces).
     """
     model.eval()
     done = dict(done or {})
@@ -295,11 +411,20 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
     for stage in bar:
         if stage in done:
             continue
-        if deadline is not None:
+        pieces = guess = None
+        if stage.startswith("strong ") and save is not None:
+            memo = done.setdefault(f"{stage} (pieces)", {})
+            pieces = Pieces(memo, lambda: save(done), deadline, f"evaluate {desc}: {stage}")
+            guess = strong_guess(name, cfg, stage.removeprefix("strong "), estimate(stage))
+        elif deadline is not None:
             deadline.check(estimate(stage), f"evaluate {desc}: {stage}")
         bar.set_postfix_str(stage)
         tic = time.perf_counter()
-        done[stage] = {"metrics": _stage(stage, model, data, cfg, seed), "seconds": time.perf_counter() - tic}
+        metrics = _stage(stage, model, data, cfg, seed, pieces, guess)
+        # a resumed stage's time: this call's plus its pieces' from earlier calls
+        earlier = sum(v["seconds"] for k, v in (pieces.memo.items() if pieces else ()) if k not in pieces.fresh)
+        done[stage] = {"metrics": metrics, "seconds": time.perf_counter() - tic + earlier}
+        done.pop(f"{stage} (pieces)", None)
         if save is not None:
             save(done)
     metrics: dict = {"seconds": {}}
@@ -471,26 +596,14 @@ def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float, nfe: floa
     forward pass of an adaptive model (what an Euler pass at step s, 1 / s evaluations, is compared with)."""
     attack, n_test = cfg["attack_images"], 10_000
     noise_n = cfg["noise_images"] or n_test
-    strong, aa = cfg["strong"], cfg["autoattack"]
-    n_strong = min(strong["images"] or n_test, n_test)
-    n_aa = min(aa["images"] or 0, n_strong)
+    n_strong = min(cfg["strong"]["images"] or n_test, n_test)
     costs = {
         "noise": noise_n * (len(sigma_grid(cfg)) + 1) * forward_s,
         "faithful": attack * (len(eps_grid(cfg, "fgsm")) * (grad_s + 2 * forward_s)
                               + len(eps_grid(cfg, "pgd")) * (9 * grad_s + 10 * forward_s)),
     }
     for eps in pgd_table_eps(cfg["dataset"]):
-        r = prior_robustness(name, cfg["dataset"], eps)
-        steps = max(strong["steps"]) * strong["restarts"] + sum(sorted(strong["steps"])[:-1])
-        grads = n_strong * steps * strong["eot"] * (r + 0.2 * (1 - r))
-        # standard AutoAttack on the images left: APGD-CE (100), APGD-T (9 x 100), FAB-T (9 x 100) gradients and
-        # Square (5,000 queries); a custom version is counted as two 100-step attacks
-        if aa["version"] == "standard":
-            grads += n_aa * (100 + 1800 * r)
-            forwards = n_aa * 5000 * r
-        else:
-            grads, forwards = grads + n_aa * 200, 0
-        costs[f"strong {eps}"] = grads * grad_s + forwards * forward_s
+        costs[f"strong {eps}"] = sum(strong_seconds(name, cfg, eps, grad_s, forward_s).values())
     n_sanity = min(cfg["sanity"]["images"], attack)
     ratios = 0.0
     deployed = make_model(name, cfg).deployed_solver()
@@ -592,9 +705,8 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                 if store.run(experiment, run, params) is not None:
                     return Progress(DONE, "results file written")
                 if store.model_file(experiment, run, tparams).exists():
-                    left = [s for s in stages if s not in store.load_partial(experiment, run, params)]
-                    return Progress(PARTIAL, f"trained; evaluation stage {len(stages) - len(left) + 1} of "
-                                             f"{len(stages)} ({left[0]})" if left else "evaluated", 0, left)
+                    left, detail = stages_left(store.load_partial(experiment, run, params), stages)
+                    return Progress(PARTIAL, f"trained; {detail}", 0, left)
                 for suffix in (".pt", ".engine.pt"):
                     epoch = checkpoint_epoch(store.checkpoint(experiment, run, tparams, suffix))
                     if epoch is not None:
