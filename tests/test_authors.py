@@ -306,3 +306,45 @@ def test_the_authors_checkpoints_load_and_classify_mnist(arch, parameters):
     # 1,000 test images: the authors' models score about 99 %; a wrong mapping gives chance level (~10 %)
     assert accuracy(model, x[:1000], y[:1000], 500) > 0.97
     assert len(read["sha256"]) == 64
+
+
+def test_an_evaluation_in_progress_shows_its_finished_stages_and_feeds_the_claims(monkeypatch, tmp_path):
+    from robustode import claims
+    from robustode.results import pack_flags
+
+    monkeypatch.delenv(authors.ENV, raising=False)
+    store = Store("full", tmp_path)
+    settings = authors.config("full")
+
+    from robustode.chapters.robustness.config import table_one_rows
+
+    rows = table_one_rows("MNIST")
+
+    def faithful_stage(robust_images: int) -> dict:
+        """Made-up flags (a fixture, not a result): the first ``robust_images`` of the shared 1,000 robust."""
+        flags = pack_flags([i < robust_images for i in range(1000)])
+        grid = {kind: [v for _, k, v in rows if k == kind] for kind in ("fgsm", "pgd")}
+        return {"metrics": {"attack_images": 1000,
+                            "faithful": {k: {e: robust_images / 1000 for e in eps} for k, eps in grid.items()},
+                            "faithful_flags": {k: {e: flags for e in eps} for k, eps in grid.items()}},
+                "seconds": 1.0}
+
+    sigmas = {str(float(v)): 0.98 for _, k, v in rows if k == "gaussian"}
+    noise = {"metrics": {"clean": 0.99, "noise_images": 10_000, "noise": {"0.0": 0.99, **sigmas}}, "seconds": 1.0}
+    for name, robust_images in (("CNN", 300), ("ODENet", 700)):
+        store.save_partial(authors.EXPERIMENT, name, authors.unit_params(settings, name),
+                           {"noise": noise, "faithful": faithful_stage(robust_images), "device": "cpu (test)",
+                            "strong 0.2 (pieces)": {}})
+    found = authors.evaluations(store)
+    assert found["CNN"]["partial"] == {"done": ["noise", "faithful"], "left": ["strong 0.2", "strong 0.3", "sanity"]}
+    assert found["CNN"]["provenance"]["device"] == "cpu (test)" and "TisODE" not in found
+    by = {r["quantity"]: r for r in tables.authors_table(store) if r["model"] == "CNN"}
+    assert by["FGSM-0.3"]["reproduced"] == "30.0 (n = 1)" and "strong" not in " ".join(by)
+    assert by["evaluation in progress"]["verdict"] == "stages done: noise, faithful; left: strong 0.2, strong 0.3, sanity"
+    # ODENet - CNN on the same images: +40 points, an interval from the images alone, deciding the claim in `full`
+    judged = claims.judge(next(c for c in claims.CLAIMS if c.key == "odenet-vs-cnn"), [store])
+    authors_effects = [e for e in judged.effects if "authors' checkpoints" in e.quantity]
+    fgsm = next(e for e in authors_effects if "FGSM-0.3" in e.quantity)
+    assert fgsm.difference.value == pytest.approx(40.0) and fgsm.reading == "supports" and fgsm.primary
+    assert not any("strong" in e.quantity for e in authors_effects)  # that stage has not run
+    assert judged.verdict == "supported" and judged.decided_by == "full"

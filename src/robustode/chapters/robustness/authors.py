@@ -59,12 +59,20 @@ from torch import nn
 
 from robustode.chapters.robustness.config import config as robustness_config
 from robustode.chapters.robustness.config import missing_reason
-from robustode.chapters.robustness.run import evaluate, evaluation_stages, pass_costs, stage_costs, stages_left
+from robustode.chapters.robustness.run import (
+    evaluate,
+    evaluation_stages,
+    merge_stages,
+    pass_costs,
+    stage_costs,
+    stages_left,
+)
 from robustode.core.budget import Deadline
 from robustode.data.images import load_tensors
 from robustode.models import count_parameters
 from robustode.models.robust import WIDTH, RobustNet, build
-from robustode.profiles import Settings, check_choice, experiment_config
+from robustode.profiles import Settings, check_choice, experiment_config, load_profile
+from robustode.results import device_name
 from robustode.store import Store
 from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit
 
@@ -500,9 +508,43 @@ def compute(name: str, path: Path, relative: str, cfg: dict, params: dict, store
     model.to(device)
     read = {"file": relative, **read, "load_seconds": time.perf_counter() - tic}
     done = store.load_partial(EXPERIMENT, name, params)
+    where = device_name(device)  # kept with the stages, so a partial evaluation shown in the book names its device
     return {"checkpoint": read, "parameters": count_parameters(model),
             **evaluate(model, data(), cfg, 0, progress, f"authors' {name}", name, done,
-                       lambda d: store.save_partial(EXPERIMENT, name, params, d), deadline, estimate)}
+                       lambda d: store.save_partial(EXPERIMENT, name, params, {**d, "device": where}), deadline,
+                       estimate)}
+
+
+def unit_params(settings: Settings, name: str) -> dict:
+    """What identifies the evaluation of the authors' ``name`` (its results and partial files are keyed by it)."""
+    return {"model": name, "checkpoint": settings["checkpoints"][name],
+            "evaluation_profile": settings["evaluation_profile"], **settings["evaluation"]}
+
+
+def evaluations(store: Store) -> dict[str, dict]:
+    """Per model of the profile's ``authors`` section, what ``store`` holds: the results file's run, else the
+    stages of an evaluation in progress as a run of the same shape with ``"partial": {"done": [...], "left":
+    [...]}`` (its provenance has the device only, ``"not recorded"`` for partial files written before the device
+    was kept). Models with neither are left out; ``{}`` for a profile without an ``authors`` section."""
+    if "authors" not in load_profile(store.profile):
+        return {}
+    settings = config(store.profile)
+    stages = evaluation_stages(EXPERIMENT, settings["evaluation"])
+    runs = {r["run"]: r for r in store.runs(EXPERIMENT)}
+    out = {}
+    for name in settings["models"]:
+        if name in runs:
+            out[name] = runs[name]
+            continue
+        params = unit_params(settings, name)
+        partial = store.load_partial(EXPERIMENT, name, params)
+        left, _ = stages_left(partial, stages)
+        done = [s for s in stages if s in partial]
+        if done:
+            out[name] = {"run": name, "params": params, "metrics": merge_stages(partial, stages),
+                         "provenance": {"device": partial.get("device", "not recorded")},
+                         "partial": {"done": done, "left": left}}
+    return out
 
 
 def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]:
@@ -515,7 +557,7 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
     out = []
     for index, name in enumerate(settings["models"]):
         relative, path = settings["checkpoints"][name], checkpoint_path(settings, name)
-        params = {"model": name, "checkpoint": relative, "evaluation_profile": settings["evaluation_profile"], **cfg}
+        params = unit_params(settings, name)
 
         def status(store: Store, name: str = name, params: dict = params) -> Progress:
             if store.run(EXPERIMENT, name, params) is not None:

@@ -45,11 +45,20 @@ def differences(store: Store, dataset: str, a: str, b: str) -> list[tuple[str, D
     A paired bootstrap over the shared images and the seeds where per-image results are stored, else Welch over
     seeds; ``[]`` when either model has no runs."""
     runs = _runs(store, dataset)
-    ma, mb = _by_model(runs, a), _by_model(runs, b)
+    return metric_differences(_by_model(runs, a), _by_model(runs, b), dataset, a, b)
+
+
+def metric_differences(ma: list[dict], mb: list[dict], dataset: str, a: str,
+                       b: str) -> list[tuple[str, Difference, float | None]]:
+    """:func:`differences` between two lists of run metrics (one per seed or checkpoint). A quantity that some of
+    the metrics lack (an evaluation stage not finished yet) is left out."""
     if not ma or not mb:
         return []
     out = []
     for key, kind, value in table_one_rows(dataset):
+        needed = "noise" if kind == "gaussian" else "faithful"
+        if not all(needed in m for m in ma + mb):
+            continue
         fa = [_flags(m, kind, value) for m in ma] if kind != "gaussian" else []
         fb = [_flags(m, kind, value) for m in mb] if kind != "gaussian" else []
         if fa and fb and all(f is not None for f in fa + fb):
@@ -60,8 +69,8 @@ def differences(store: Store, dataset: str, a: str, b: str) -> list[tuple[str, D
         label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
         out.append((label, diff, printed[b][0] - printed[a][0] if a in printed and b in printed else None))
     for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
-        for attack, get in (("strong PGD", lambda m, e=eps: m["strong"][e]),
-                            ("AutoAttack", lambda m, e=eps: m["strong"][e].get("autoattack"))):
+        for attack, get in (("strong PGD", lambda m, e=eps: m.get("strong", {}).get(e)),
+                            ("AutoAttack", lambda m, e=eps: m.get("strong", {}).get(e, {}).get("autoattack"))):
             sa, sb = [get(m) for m in ma], [get(m) for m in mb]
             if not all(sa + sb):
                 continue

@@ -427,15 +427,24 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
         done.pop(f"{stage} (pieces)", None)
         if save is not None:
             save(done)
+    metrics = merge_stages(done, stages)
+    metrics["checks"] = sanity_checks(metrics, cfg["sanity"]["tolerance"])
+    return metrics
+
+
+def merge_stages(done: dict, stages: list[str]) -> dict:
+    """One metrics dict from the finished ``stages`` in ``done`` (a partial file's content): the strong stages'
+    eps merged under ``strong``, every stage's seconds under ``seconds``; stages not in ``done`` are left out."""
     metrics: dict = {"seconds": {}}
     for stage in stages:
+        if stage not in done:
+            continue
         for key, value in done[stage]["metrics"].items():
             if key == "strong":
                 metrics.setdefault("strong", {}).update(value)
             else:
                 metrics[key] = value
         metrics["seconds"][stage] = done[stage]["seconds"]
-    metrics["checks"] = sanity_checks(metrics, cfg["sanity"]["tolerance"])
     return metrics
 
 

@@ -346,12 +346,13 @@ def authors_table(store: Store) -> list[dict]:
     figure and the sanity checks. Where Table I prints a number the row is judged against it with the one rule
     (:func:`robustode.verdict.row`; one checkpoint is one run, so n = 1); the FGSM rows also stand beside the
     authors' log of these very checkpoints (``sharing_MNIST_FGSM.txt``, run 1) with the difference counted in
-    images. Accuracies in %."""
+    images. Accuracies in %. An evaluation still in progress shows the stages it has finished and a line saying
+    which are left (:func:`robustode.chapters.robustness.authors.evaluations`)."""
     if "authors" not in load_profile(store.profile):
         return []
     settings = authors.config(store.profile)
     extra = {str(e) for e in settings.get("extra_fgsm_eps", ())}
-    runs = {r["run"]: r for r in store.runs(authors.EXPERIMENT)}
+    runs = authors.evaluations(store)
     table = {(kind, value): key for key, kind, value in table_one_rows("MNIST")}
     logged = reference_values()["authors_mnist_fgsm_runs"]
     rows: list[dict] = []
@@ -370,11 +371,12 @@ def authors_table(store: Store) -> list[dict]:
             got = Reproduced((value,), store.profile, device_of([run])) if p else None
             rows.append({"model": name, **_authors_cells(label, value, images, p, got, log)})
 
-        noise_images = m["noise_images"] or 10_000
-        add("clean", 100 * m["clean"], noise_images)
-        for sigma, acc in sorted(m["noise"].items(), key=lambda kv: float(kv[0])):
-            add(f"σ = {float(sigma):g}", 100 * acc, noise_images, "gaussian", f"{float(sigma):g}")
-        for kind in ("fgsm", "pgd"):
+        if "noise" in m:
+            noise_images = m["noise_images"] or 10_000
+            add("clean", 100 * m["clean"], noise_images)
+            for sigma, acc in sorted(m["noise"].items(), key=lambda kv: float(kv[0])):
+                add(f"σ = {float(sigma):g}", 100 * acc, noise_images, "gaussian", f"{float(sigma):g}")
+        for kind in ("fgsm", "pgd") if "faithful" in m else ():
             for eps, acc in sorted(m["faithful"][kind].items(), key=lambda kv: eps_value(kv[0])):
                 log = logged.get(f"{kind}_{eps}", {}).get(name)
                 if (kind, eps) not in table and log is None and not (kind == "fgsm" and eps in extra):
@@ -386,6 +388,11 @@ def authors_table(store: Store) -> list[dict]:
             if "autoattack" in strong:
                 aa = strong["autoattack"]
                 add(f"AutoAttack-{eps} ({aa['config']})", 100 * aa["accuracy"], aa["images"])
+        if "partial" in run:
+            rows.append({"model": name, **_authors_cells("evaluation in progress", None, None),
+                         "verdict": f"stages done: {', '.join(run['partial']['done'])}; "
+                                    f"left: {', '.join(run['partial']['left'])}"})
+            continue
         failed = [c["check"] for c in checks_of(run) if not c["ok"]]
         rows.append({"model": name, **_authors_cells("sanity checks", None, None),
                      "verdict": f"{plural(len(checks_of(run)), 'check')} passed" if not failed
