@@ -348,3 +348,31 @@ def test_an_evaluation_in_progress_shows_its_finished_stages_and_feeds_the_claim
     assert fgsm.difference.value == pytest.approx(40.0) and fgsm.reading == "supports" and fgsm.primary
     assert not any("strong" in e.quantity for e in authors_effects)  # that stage has not run
     assert judged.verdict == "supported" and judged.decided_by == "full"
+
+
+def test_the_logged_run_of_a_released_checkpoint_is_compared_with_its_evaluation_to_the_image(monkeypatch, tmp_path):
+    from robustode.reference import Printed
+    from robustode.verdict import judge
+
+    monkeypatch.delenv(authors.ENV, raising=False)
+    store = Store("full", tmp_path)
+    settings = authors.config("full")
+    log = reference_values()["authors_mnist_fgsm_runs"]
+    # made-up accuracies (a fixture): FGSM-0.3 on exactly the logged number of images, FGSM-0.5 two images fewer
+    robust = {"0.3": round(10 * log["fgsm_0.3"]["CNN"][0]), "0.5": round(10 * log["fgsm_0.5"]["CNN"][0]) - 2}
+    stage = {"metrics": {"attack_images": 1000, "faithful": {"fgsm": {e: n / 1000 for e, n in robust.items()}, "pgd": {}}},
+             "seconds": 1.0}
+    store.save_partial(authors.EXPERIMENT, "CNN", authors.unit_params(settings, "CNN"),
+                       {"faithful": stage, "device": "cpu (test)"})
+
+    def verdict(eps: str, run: str):
+        p = Printed("authors_mnist_fgsm_runs", ("MNIST", f"fgsm_{eps}", "CNN", run), log[f"fgsm_{eps}"]["CNN"][0], runs=1)
+        got = tables.report_values(p, store)
+        return got, judge(p, got)
+
+    got, v = verdict("0.3", "run 1")
+    assert got.exact and got.device == "cpu" and v.word == "reproduced (exact)"
+    got, v = verdict("0.5", "run 1")
+    assert v.word == "differs" and v.difference == pytest.approx(-0.2)
+    got, v = verdict("0.3", "run 2")  # no checkpoint of the second run was released: not this evaluation
+    assert not got.exact

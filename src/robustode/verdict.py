@@ -162,8 +162,9 @@ def fmt_reproduced(printed: Printed, got: Reproduced, context: bool = True) -> s
     if not got.values:
         return "—"
     d = printed.digits
-    if got.exact:
-        return f"{got.values[0]:.0f}"
+    if got.exact:  # a count, or a measurement exact at the printed digits (images out of a fixed set)
+        where = ", ".join(x for x in ("n = 1", got.profile, got.device) if x) if context and got.device else ""
+        return f"{got.values[0]:.{d}f}" + (f" ({where})" if where else "")
     mean, sd, n = mean_sd(got.values)
     spread = "" if n < 2 else f" ± {sd:.{d}f}"
     where = ", ".join(x for x in (f"n = {n}", *((got.profile, got.device) if context else ())) if x)

@@ -79,6 +79,8 @@ from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit
 ENV = "ROBUSTODE_AUTHORS_CHECKPOINTS"
 REPOSITORY = "github.com/HanshuYAN/TisODE"
 EXPERIMENT = "authors-MNIST"
+# The checkpoints (``checkpoints/MNIST_*_gaus_1``) are the first of the three logged runs of each model.
+RELEASED_RUN = "run 1"
 NOT_GIVEN = f"authors' checkpoints not given: clone {REPOSITORY} and set {ENV} to it"
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
