@@ -350,3 +350,35 @@ def test_a_strong_stage_stopped_between_pieces_resumes_to_what_an_unbroken_run_g
     # after the first piece of a kind, a piece is priced at the rate measured on its kind, not at the guess
     assert resumed.per_image("pgd 5x2") == pytest.approx(
         sum(v["seconds"] for v in resumed_memo.values() if v["kind"] == "pgd 5x2") / 8)
+
+
+def test_a_run_whose_evaluation_is_in_progress_counts_in_table_one_once_its_stages_are_done(monkeypatch, tmp_path):
+    from robustode.chapters.robustness.config import config, run_params, training_params
+    from robustode.chapters.robustness.run import in_progress, make_model
+    from robustode.display import caption
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    store = Store("paper-short", tmp_path / "r")
+    cfg = config("paper-short", "MNIST")
+    experiment, run = "robustness-MNIST", "ODENet-seed0"
+    history = {"epochs": [{"epoch": 1, "seconds": 60.0, "val_noisy_accuracy": 0.9}], "best_epoch": 1}
+    store.save_model(experiment, run, training_params("ODENet", cfg), make_model("ODENet", cfg).state_dict(),
+                     history=history, trainer="plain")
+    kinds = robustness.config.table_one_rows("MNIST")
+    noise = {"metrics": {"clean": 0.99, "noise_images": 10_000,
+                         "noise": {str(float(v)): 0.9 for _, k, v in kinds if k == "gaussian"}}, "seconds": 1.0}
+    faithful = {"metrics": {"attack_images": 1000, "faithful": {
+        kind: {v: 0.5 for _, k, v in kinds if k == kind} for kind in ("fgsm", "pgd")}}, "seconds": 1.0}
+    params = run_params("ODENet", cfg)
+    store.save_partial(experiment, run, params, {"noise": noise, "device": "cpu (test)"})
+    assert in_progress(store, "MNIST") == []  # the noise stage alone is not Table I
+    store.save_partial(experiment, run, params, {"noise": noise, "faithful": faithful, "device": "cpu (test)"})
+    [going] = in_progress(store, "MNIST")
+    assert going["partial"]["left"] == ["strong 0.2", "strong 0.3", "sanity"]
+    table = {(r["perturbation"], r["model"]): r for r in robustness.tables.table_one(store, "MNIST")}
+    assert table[("FGSM-0.3", "ODENet")]["reproduced"] == "50.0 (n = 1)"
+    assert table[("FGSM-0.3", "CNN")]["reproduced"] == "—"
+    [summary] = robustness.tables.run_summary(store, "MNIST")
+    assert summary["evaluation"] == "in progress: strong 0.2, strong 0.3, sanity left"
+    assert "1 more in progress" in caption(store, [experiment])
+    assert robustness.tables.strong_table(store, "MNIST") == []  # the strong attacks have not run

@@ -74,7 +74,7 @@ def _robust_pair(a: str, b: str, primary: tuple[str, ...]) -> Callable[[Store], 
         from robustode.chapters.robustness.findings import differences
         from robustode.chapters.robustness.tables import _by_model, _runs
 
-        runs = _runs(store, "MNIST")
+        runs = _runs(store, "MNIST", in_progress=True)
         n = f"{len(_by_model(runs, a))} + {len(_by_model(runs, b))} seeds"
         return [Effect(f"{b} − {a}, {label} (MNIST, accuracy points)", diff, store.profile, n, label in primary)
                 for label, diff, _ in differences(store, "MNIST", a, b)]

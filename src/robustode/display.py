@@ -67,14 +67,17 @@ def strongest(experiments: Iterable[str], profile: str) -> Store:
 def caption(store: Store, experiments: Iterable[str]) -> str:
     """Profile, what it is worth, how many runs, devices and commits (``+``: made from a tree with uncommitted
     changes), in one line."""
+    experiments = list(experiments)
     runs = [r for e in experiments for r in store.runs(e)]
+    going = sum(len(store.in_progress(e)) for e in experiments)
     what = f"profile `{store.profile}` — {tier(store.profile).label}"
+    more = f"; {going} more in progress (the stages they finished are shown)" if going else ""
     if not runs:
-        return what
+        return what + more
     devices = sorted({device_label(r["provenance"]["device"]) for r in runs})
     commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] + ("+" if r["provenance"].get("git_dirty") else "")
                       for r in runs})
-    return f"{what}; {plural(len(runs), 'run')} on {'; '.join(devices)}; commit {', '.join(commits)}"
+    return f"{what}; {plural(len(runs), 'run')} on {'; '.join(devices)}; commit {', '.join(commits)}{more}"
 
 
 def show_tiers(table: Callable[[Store], list[dict] | list[str]], experiments: Iterable[str], profile: str, title: str,

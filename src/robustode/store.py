@@ -115,6 +115,12 @@ class Store:
     def save_partial(self, experiment: str, run: str, params: dict, stages: dict) -> None:
         write_json_atomic(self.partial_file(experiment, run, params), stages)
 
+    def in_progress(self, experiment: str) -> list[str]:
+        """The runs of ``experiment`` whose evaluation has started and not finished (their partial files; a finished
+        run's is dropped)."""
+        folder = self.root / "partial" / experiment
+        return sorted(p.stem.rsplit("-", 1)[0] for p in folder.glob("*.json")) if folder.is_dir() else []
+
     def drop_partial(self, experiment: str, run: str, params: dict) -> None:
         self.partial_file(experiment, run, params).unlink(missing_ok=True)
 

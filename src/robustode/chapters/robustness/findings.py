@@ -43,8 +43,8 @@ def differences(store: Store, dataset: str, a: str, b: str) -> list[tuple[str, D
     """``b`` minus ``a`` (accuracy points) at every Table I perturbation and, where stored, under the strong attacks
     (strong PGD and AutoAttack at Table I's PGD epsilons): ``(label, difference, printed difference or None)``.
     A paired bootstrap over the shared images and the seeds where per-image results are stored, else Welch over
-    seeds; ``[]`` when either model has no runs."""
-    runs = _runs(store, dataset)
+    seeds; ``[]`` when either model has no runs. Runs still being evaluated count for what they have finished."""
+    runs = _runs(store, dataset, in_progress=True)
     return metric_differences(_by_model(runs, a), _by_model(runs, b), dataset, a, b)
 
 
@@ -71,8 +71,9 @@ def metric_differences(ma: list[dict], mb: list[dict], dataset: str, a: str,
     for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
         for attack, get in (("strong PGD", lambda m, e=eps: m.get("strong", {}).get(e)),
                             ("AutoAttack", lambda m, e=eps: m.get("strong", {}).get(e, {}).get("autoattack"))):
-            sa, sb = [get(m) for m in ma], [get(m) for m in mb]
-            if not all(sa + sb):
+            # runs still being evaluated may not have this stage yet: the others stand for it
+            sa, sb = [x for x in map(get, ma) if x], [x for x in map(get, mb) if x]
+            if not sa or not sb:
                 continue
             if all("flags" in x for x in sa + sb) and len({x["images"] for x in sa + sb}) == 1:
                 diff = paired_bootstrap([unpack_flags(x["flags"]) for x in sa], [unpack_flags(x["flags"]) for x in sb])

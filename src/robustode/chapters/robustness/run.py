@@ -69,7 +69,7 @@ from robustode.models import count_parameters
 from robustode.models.robust import RobustNet, build
 from robustode.profiles import check_choice, experiment_config, resolve_device
 from robustode.reference import reference_values
-from robustode.results import pack_flags, unpack_flags
+from robustode.results import device_name, pack_flags, unpack_flags
 from robustode.seeding import seed_everything
 from robustode.store import Store
 from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, time_steps
@@ -539,10 +539,11 @@ def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.dev
     model, trained = trained_model(name, seed, cfg, store, device, data, progress, deadline, epoch_estimate, on_epoch)
     experiment, run, params = experiment_name(cfg["dataset"]), f"{name}-seed{seed}", run_params(name, cfg)
     done = store.load_partial(experiment, run, params) if cfg["resume"] else {}
+    where = device_name(device)  # kept with the stages: an evaluation in progress shown in the book names its device
     metrics = {"parameters": count_parameters(model), "trainer": trained["trainer"], "history": trained["history"],
                **evaluate(model, data(), cfg, seed, progress, f"{name} seed {seed}", name, done,
-                          (lambda d: store.save_partial(experiment, run, params, d)) if cfg["checkpoint"] else None,
-                          deadline, stage_estimate)}
+                          (lambda d: store.save_partial(experiment, run, params, {**d, "device": where}))
+                          if cfg["checkpoint"] else None, deadline, stage_estimate)}
     return metrics
 
 
@@ -680,6 +681,63 @@ def pass_costs(model: RobustNet, shape: tuple[int, ...]) -> dict:
 CONTROL_PRIORITY = 500  # a data set's controls: after its main units (10 x seed + model index), before the next one's
 
 
+def planned_runs(profile: str | dict, models: tuple[str, ...] | list[str] | None = None
+                 ) -> dict[str, list[tuple[int, str, dict, int]]]:
+    """Per data set of the profile, its runs as ``(seed, model, config, priority)`` (see :func:`units`)."""
+    section = experiment_config(profile, "robustness")
+    control_models, control_seeds = control_plan(profile)
+    requested = list(models) if models else [*section.get("models", CHAPTER_MODELS), *control_models]
+    for name in requested:
+        check_choice("model", name, MODELS)
+    main = [m for m in requested if m not in control_models]
+    extra = [m for m in requested if m in control_models]
+    out = {}
+    for d_index, dataset in enumerate(d for d in DATASETS if d in section["datasets"]):
+        main_cfg = config(profile, dataset)
+        control_cfg = {**main_cfg, "repetitions": control_seeds}
+        planned = [(seed, name, main_cfg, 1000 * d_index + 10 * seed + m_index)
+                   for seed in range(main_cfg["repetitions"]) for m_index, name in enumerate(main)]
+        planned += [(seed, name, control_cfg, 1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
+                    for seed in range(control_seeds) for c_index, name in enumerate(extra)]
+        out[dataset] = planned
+    return out
+
+
+# The stages Table I's numbers come from (Gaussian noise; Yan et al.'s FGSM and PGD).
+TABLE_ONE_STAGES = ("noise", "faithful")
+
+
+def in_progress(store: Store, dataset: str) -> list[dict]:
+    """The runs of ``store``'s profile on ``dataset`` that are trained and whose evaluation has finished Table I's
+    stages (:data:`TABLE_ONE_STAGES`) but not yet the rest: run-shaped dicts (``run``, ``seed``, ``params``,
+    ``metrics`` with the finished stages, the model file's history, trainer and parameter count; ``provenance``
+    with the device kept in the partial file, ``"not recorded"`` for files written before it was) plus
+    ``"partial": {"done": [...], "left": [...]}``. ``[]`` for a profile without the data set."""
+    try:
+        planned = planned_runs(store.profile).get(dataset, [])
+    except (KeyError, ValueError):
+        return []
+    out = []
+    experiment = experiment_name(dataset)
+    for seed, name, cfg, _ in planned:
+        run, params = f"{name}-seed{seed}", run_params(name, cfg)
+        partial = store.load_partial(experiment, run, params) if not store.run(experiment, run, params) else {}
+        if not all(stage in partial for stage in TABLE_ONE_STAGES):
+            continue
+        saved = store.load_model(experiment, run, training_params(name, cfg))
+        if saved is None:
+            continue
+        stages = evaluation_stages(name, cfg)
+        left, _ = stages_left(partial, stages)
+        model = make_model(name, cfg)
+        metrics = {"parameters": count_parameters(model), "trainer": saved["trainer"], "history": saved["history"],
+                   **merge_stages(partial, stages)}
+        out.append({"experiment": experiment, "run": run, "seed": seed, "params": params, "profile": store.profile,
+                    "metrics": metrics, "provenance": {"device": partial.get("device", "not recorded")},
+                    "partial": {"done": [s for s in stages if s in partial], "left": left}})
+    return out
+
+
 def units(profile: str | dict, device: torch.device | None = None, imagenet_root: str | None = None,
           models: tuple[str, ...] | list[str] | None = None) -> list:
     """The run plan's units of chapters 2-3: one per data set x model x seed, seed-major so that a complete first
@@ -689,22 +747,9 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
     (a name listed under ``controls`` keeps the control seeds). A control's run parameters are those of a main
     run of the same model: only the (execution-only) seed count differs."""
 
-    section = experiment_config(profile, "robustness")
-    control_models, control_seeds = control_plan(profile)
-    requested = list(models) if models else [*section.get("models", CHAPTER_MODELS), *control_models]
-    for name in requested:
-        check_choice("model", name, MODELS)
-    main = [m for m in requested if m not in control_models]
-    extra = [m for m in requested if m in control_models]
     imagenet_root = imagenet_root or os.environ.get("ROBUSTODE_IMAGENET")
     out = []
-    for d_index, dataset in enumerate(d for d in DATASETS if d in section["datasets"]):
-        main_cfg = config(profile, dataset)
-        control_cfg = {**main_cfg, "repetitions": control_seeds}
-        planned = [(seed, name, main_cfg, 1000 * d_index + 10 * seed + m_index)
-                   for seed in range(main_cfg["repetitions"]) for m_index, name in enumerate(main)]
-        planned += [(seed, name, control_cfg, 1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
-                    for seed in range(control_seeds) for c_index, name in enumerate(extra)]
+    for dataset, planned in planned_runs(profile, models).items():
         for seed, name, cfg, priority in planned:
             experiment, run = experiment_name(dataset), f"{name}-seed{seed}"
             params, tparams, stages = run_params(name, cfg), training_params(name, cfg), evaluation_stages(name, cfg)

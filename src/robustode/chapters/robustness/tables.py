@@ -31,9 +31,15 @@ from robustode.verdict import Reproduced, row
 from robustode.wording import not_run, plural
 
 
-def _runs(store: Store, dataset: str) -> list[dict]:
-    """Stored runs in model order (CNN, ODENet, TisODE, then the +denoise variants, then the controls), then by seed."""
+def _runs(store: Store, dataset: str, in_progress: bool = False) -> list[dict]:
+    """Stored runs in model order (CNN, ODENet, TisODE, then the +denoise variants, then the controls), then by seed.
+    ``in_progress``: also the runs whose evaluation has finished Table I's stages but not the strong attacks
+    (:func:`robustode.chapters.robustness.run.in_progress`; for Table I and the comparisons built on it)."""
     runs = store.runs(experiment_name(dataset))
+    if in_progress:
+        from robustode.chapters.robustness.run import in_progress as going
+
+        runs = runs + going(store, dataset)
     order = {name: i for i, name in enumerate(MODELS)}
     return sorted(runs, key=lambda r: (order.get(r["params"]["model"], len(order)), r["seed"]))
 
@@ -87,7 +93,7 @@ def report_values(p: Printed, store: Store) -> Reproduced:
             robust = round(m["faithful"][kind][value] * images)
             return Reproduced((round(100 * robust / images, 1),), store.profile, device_of([found]), exact=True,
                               extra={"images": images, "source": "the authors' checkpoint"})
-    runs = [r for r in _runs(store, dataset) if r["params"]["model"] == model]
+    runs = [r for r in _runs(store, dataset, in_progress=True) if r["params"]["model"] == model]
     values = tuple(table_value(r["metrics"], kind, value) for r in runs)
     if not values:
         return Reproduced(reason=why_empty(store, dataset).removeprefix("not run: "))
@@ -96,8 +102,9 @@ def report_values(p: Printed, store: Store) -> Reproduced:
 
 def table_one(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> list[dict]:
     """Table I rows for a data set: printed value, ours (mean ± sd over seeds), the difference with its 95 %
-    interval and the verdict (:mod:`robustode.verdict`); ``[]`` when no model has runs."""
-    runs = _runs(store, dataset)
+    interval and the verdict (:mod:`robustode.verdict`); ``[]`` when no model has runs. Runs whose evaluation is
+    still in progress count once Table I's stages are done."""
+    runs = _runs(store, dataset, in_progress=True)
     if not any(r["params"]["model"] in models for r in runs):
         return []
     rows = []
@@ -247,9 +254,10 @@ def curves(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -
 
 
 def run_summary(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
-    """Per run: parameters, epochs, selected epoch, validation and clean test accuracy, training time."""
+    """Per run: parameters, epochs, selected epoch, validation and clean test accuracy, training time, and whether
+    its evaluation is done or which stages are left."""
     rows = []
-    for r in _runs(store, dataset):
+    for r in _runs(store, dataset, in_progress=True):
         m, p = r["metrics"], r["params"]
         if p["model"] not in models:
             continue
@@ -261,7 +269,8 @@ def run_summary(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODEL
                      "val. acc. % (noisy)": f"{100 * epochs[best - 1]['val_noisy_accuracy']:.1f}" if best else "—",
                      "clean test acc. %": f"{100 * m['clean']:.1f}",
                      "train time": f"{sum(e['seconds'] for e in epochs) / 60:.0f} min"
-                                   + (f" ({together} seeds at once)" if together > 1 else "")})
+                                   + (f" ({together} seeds at once)" if together > 1 else ""),
+                     "evaluation": "done" if "partial" not in r else f"in progress: {', '.join(r['partial']['left'])} left"})
     return rows
 
 
