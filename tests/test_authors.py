@@ -348,6 +348,12 @@ def test_an_evaluation_in_progress_shows_its_finished_stages_and_feeds_the_claim
     assert fgsm.difference.value == pytest.approx(40.0) and fgsm.reading == "supports" and fgsm.primary
     assert not any("strong" in e.quantity for e in authors_effects)  # that stage has not run
     assert judged.verdict == "supported" and judged.decided_by == "full"
+    # with no Table I runs of its own in this profile, the report holds the printed number against the checkpoint
+    from robustode.reference import printed
+
+    got = tables.report_values(printed("table_1_robustness", "MNIST", "fgsm_0.3", "ODENet"), store)
+    assert got.values == (70.0,) and got.extra["source"] == "the authors' checkpoint" and got.profile == "full"
+    assert not tables.report_values(printed("table_1_robustness", "MNIST", "fgsm_0.3", "TisODE"), store).values
 
 
 def test_the_logged_run_of_a_released_checkpoint_is_compared_with_its_evaluation_to_the_image(monkeypatch, tmp_path):

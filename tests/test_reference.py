@@ -46,6 +46,20 @@ def test_an_interval_across_the_margin_or_a_single_run_is_inconclusive():
     assert judge(FGSM, Reproduced((75.7,), "full")).word == "inconclusive"
 
 
+def test_a_single_run_is_placed_inside_or_outside_the_printed_runs_prediction_interval():
+    # FGSM prints 75.7 +- 1.4 over 3 runs: t(0.975, 2) = 4.303, 4.303 * 1.4 * sqrt(4/3) = 6.96, plus 0.05 for the
+    # printed rounding: 7.01 (the runs' 4 and 10 points away are far from that edge, so no float tie decides them)
+    from robustode.verdict import prediction_half_width
+
+    assert prediction_half_width(FGSM) == pytest.approx(7.01, abs=0.01)
+    near, far = judge(FGSM, Reproduced((79.7,), "full")), judge(FGSM, Reproduced((65.7,), "full"))
+    assert near.word == far.word == "inconclusive"
+    assert "inside the printed runs' 95 % prediction interval" in near.text
+    assert "outside the printed runs' 95 % prediction interval" in far.text
+    unspread = Printed("table_3_ode_attention", ("Neural ODE Attention", "MNIST", "accuracy"), 0.8874, None, 4, runs=1)
+    assert "prediction" not in judge(unspread, Reproduced((0.8,), "full")).text  # no printed spread: nothing to say
+
+
 def test_runs_that_are_not_the_printed_protocol_are_not_comparable_but_show_the_difference():
     v = judge(FGSM, Reproduced((75.0, 76.0, 75.5), "paper-short"))
     assert v.text == "not comparable" and v.difference == pytest.approx(-0.2) and v.low is not None

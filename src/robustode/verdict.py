@@ -8,7 +8,8 @@ one verdict. The rule is an equivalence test:
   with Welch's degrees of freedom and Student's t;
 * **reproduced** when the whole interval lies within the section's margin (:data:`MARGINS`, stated in the
   book), **not reproduced** (higher / lower) when the whole interval lies outside it, **inconclusive**
-  otherwise, including when a single run gives no spread to build an interval from;
+  otherwise, including when a single run gives no spread to build an interval from (its detail then says
+  whether the run lies inside the printed runs' 95 % prediction interval, :func:`single_run`);
 * **not comparable** when the runs are not the printed protocol (the ``quick`` and ``paper-short`` tiers,
   :func:`robustode.profiles.tier`): the difference and its interval are still shown;
 * **not run** (with the reason) when there are no runs;
@@ -140,7 +141,7 @@ def judge(printed: Printed, got: Reproduced) -> Verdict:
         return Verdict("not comparable", d, *(ci[1:] if ci else (None, None)))
     margin = margin_for(printed)
     if ci is None:
-        return Verdict("inconclusive", d, detail=f"n = {len(got.values)}: no spread to build an interval from")
+        return Verdict("inconclusive", d, detail=single_run(printed, got.values))
     _, low, high = ci
     if margin is None:
         return Verdict("inconclusive", d, low, high, detail="no margin stated for this section")
@@ -150,6 +151,27 @@ def judge(printed: Printed, got: Reproduced) -> Verdict:
         return Verdict(f"not reproduced ({'higher' if d > 0 else 'lower'})", d, low, high,
                        detail=f"95 % interval outside ±{margin:g}")
     return Verdict("inconclusive", d, low, high, detail=f"95 % interval crosses ±{margin:g}")
+
+
+def prediction_half_width(printed: Printed) -> float | None:
+    """Half the width of the 95 % prediction interval for one more run of the printed protocol: Student's t over
+    the printed runs times ``pm * sqrt(1 + 1 / runs)``, widened by half a unit of the printed last digit (the
+    printed numbers are rounded); ``None`` without a printed spread."""
+    if printed.pm is None or printed.runs < 2:
+        return None
+    t = stats.t.ppf(0.5 + CONFIDENCE / 2, printed.runs - 1)
+    return t * printed.pm * math.sqrt(1 + 1 / printed.runs) + 0.5 * 10 ** -printed.digits
+
+
+def single_run(printed: Printed, values: tuple[float, ...]) -> str:
+    """Why one run is inconclusive, and where it lies against the printed runs' spread: a single run cannot
+    show equivalence of means, but it can lie inside or outside the range one more printed run would fall in."""
+    text = f"n = {len(values)}: no spread to build an interval from"
+    half = prediction_half_width(printed)
+    if len(values) != 1 or half is None:
+        return text
+    inside = abs(values[0] - printed.value) <= half
+    return f"{text}; {'inside' if inside else 'outside'} the printed runs' 95 % prediction interval (±{half:.1f})"
 
 
 def fmt_printed(printed: Printed) -> str:
@@ -162,12 +184,13 @@ def fmt_reproduced(printed: Printed, got: Reproduced, context: bool = True) -> s
     if not got.values:
         return "—"
     d = printed.digits
+    source = got.extra.get("source", "")  # where the values come from when not from our own runs
     if got.exact:  # a count, or a measurement exact at the printed digits (images out of a fixed set)
-        where = ", ".join(x for x in ("n = 1", got.profile, got.device) if x) if context and got.device else ""
+        where = ", ".join(x for x in ("n = 1", source, got.profile, got.device) if x) if context and got.device else ""
         return f"{got.values[0]:.{d}f}" + (f" ({where})" if where else "")
     mean, sd, n = mean_sd(got.values)
     spread = "" if n < 2 else f" ± {sd:.{d}f}"
-    where = ", ".join(x for x in (f"n = {n}", *((got.profile, got.device) if context else ())) if x)
+    where = ", ".join(x for x in (f"n = {n}", source, *((got.profile, got.device) if context else ())) if x)
     return f"{mean:.{d}f}{spread} ({where})"
 
 
@@ -197,6 +220,9 @@ def rule_text() -> str:
     return ("A printed number counts as **reproduced** when the 95 % confidence interval of the difference (ours minus "
             "printed; Welch's interval from our seeds' standard error and the printed ± over its runs) lies entirely "
             "within an equivalence margin, **not reproduced** when it lies entirely outside, and **inconclusive** "
-            "otherwise (also with a single run). Runs that are not the printed protocol (the quick and paper-short "
+            "otherwise (also with a single run, which is then placed inside or outside the printed runs' 95 % "
+            "prediction interval: Student's t times the printed ± times √(1 + 1/r) over its r runs, plus half a printed "
+            "digit). "
+            "Runs that are not the printed protocol (the quick and paper-short "
             f"profiles) are **not comparable**: their difference is shown, not judged. Margins: {margins}. Counts that "
             "our layouts were chosen to meet are **matched by construction**.")

@@ -95,6 +95,13 @@ def report_values(p: Printed, store: Store) -> Reproduced:
                               extra={"images": images, "source": "the authors' checkpoint"})
     runs = [r for r in _runs(store, dataset, in_progress=True) if r["params"]["model"] == model]
     values = tuple(table_value(r["metrics"], kind, value) for r in runs)
+    if not values and p.section == "table_1_robustness":
+        # no runs of our own in this profile: the authors' released checkpoint (trained with the printed protocol,
+        # one of Table I's three runs) evaluated here is the next best evidence for the printed number
+        found = authors.evaluations(store).get(model) if dataset == "MNIST" else None
+        if found and ("noise" if kind == "gaussian" else "faithful") in found["metrics"]:
+            return Reproduced((table_value(found["metrics"], kind, value),), store.profile, device_of([found]),
+                              extra={"source": "the authors' checkpoint"})
     if not values:
         return Reproduced(reason=why_empty(store, dataset).removeprefix("not run: "))
     return Reproduced(values, store.profile, device_of(runs))
