@@ -73,6 +73,64 @@ def test_the_runner_never_starts_an_epoch_that_would_overrun_the_budget(stubbed)
     assert [entry[:2] for entry in log] == [("a", 1), ("a", 2), ("a", 3), ("c", 1), ("b", 1), ("b", 2)]
 
 
+def staged_unit(uid: str, stages: list[str], stage_s: float, clock: FakeClock, log: list) -> plan.Unit:
+    """A unit whose evaluation stages take ``stage_s`` each; it stops after ``ctx.first_stages`` as real ones do."""
+    from robustode.core.budget import FirstPassDone
+
+    done: list[str] = []
+
+    def compute(ctx: plan.Context) -> dict:
+        for stage in stages:
+            if stage in done:
+                continue
+            if ctx.first_stages and all(s in done for s in ctx.first_stages):
+                raise FirstPassDone(f"{uid}: first stages done")
+            ctx.deadline.check(stage_s, f"{uid} {stage}")
+            clock.now += stage_s
+            done.append(stage)
+            log.append((uid, stage))
+        return {"stages": list(done)}
+
+    def status(store: Store) -> plan.Progress:
+        if store.run("staged", uid) is not None:
+            return plan.Progress(plan.DONE)
+        return plan.Progress(plan.PARTIAL if done else plan.PENDING, "", 0, [s for s in stages if s not in done])
+
+    return plan.Unit(id=f"staged/{uid}", experiment="staged", run=uid, params={}, seed=0, epochs=0, stages=stages,
+                     kind=f"staged/{uid}", compute=compute, status=status, probe=lambda: {"epoch_s": 0.0})
+
+
+def test_a_first_pass_takes_every_unit_to_table_ones_stages_before_any_long_attack(monkeypatch, tmp_path):
+    clock, log = FakeClock(), []
+    stages = ["noise", "faithful", "strong 0.2", "sanity"]
+    units = [staged_unit("x", stages, 10.0, clock, log), staged_unit("y", stages, 10.0, clock, log)]
+    monkeypatch.setattr(plan, "units", lambda profile, device="auto": units)
+    monkeypatch.setattr(plan, "Deadline", lambda seconds: Deadline(seconds, clock=clock))
+    store = Store("staged", tmp_path / "results")
+    outcome = plan.advance("staged", budget=55.0, store=store, log=lambda text: None, first_stages=("noise", "faithful"))
+    # first pass: x and y up to faithful (40 s); second pass: x's strong stage (10 s); then nothing fits the 5 s left
+    assert log == [("x", "noise"), ("x", "faithful"), ("y", "noise"), ("y", "faithful"), ("x", "strong 0.2")]
+    assert outcome.stopped == ["staged/x", "staged/y"] and not outcome.finished and plan.exit_status(outcome) == 3
+    outcome = plan.advance("staged", budget=100.0, store=store, log=lambda text: None)  # no first pass: plan order
+    assert log[5:] == [("x", "sanity"), ("y", "strong 0.2"), ("y", "sanity")]
+    assert outcome.finished == ["staged/x", "staged/y"]
+
+
+def test_the_first_pass_stops_an_evaluation_after_the_asked_stages(monkeypatch):
+    from robustode.chapters.robustness.run import evaluate
+    from robustode.core.budget import FirstPassDone
+
+    seen = []
+    monkeypatch.setattr("robustode.chapters.robustness.run._stage",
+                        lambda stage, *args, **kwargs: seen.append(stage) or {})
+    monkeypatch.setattr("robustode.chapters.robustness.run.evaluation_stages",
+                        lambda name, cfg: ["noise", "faithful", "strong 0.2", "sanity"])
+    saved = []
+    with pytest.raises(FirstPassDone):
+        evaluate(torch.nn.Linear(1, 1), {}, {}, 0, progress=False, save=saved.append, stop_after=("noise", "faithful"))
+    assert seen == ["noise", "faithful"] and set(saved[-1]) == {"noise", "faithful"}
+
+
 def test_plan_rows_say_done_partial_pending_and_estimate_what_is_left(stubbed):
     store, clock, _ = stubbed
     plan.advance("stubbed", budget=25.0, store=store, log=lambda text: None)  # a: 2 of 3 epochs, then c (5 s) fits

@@ -173,7 +173,11 @@ def _run(args: argparse.Namespace) -> int:
         return cluster.run_command(args)
     budget = parse_duration(args.budget) if args.budget else None
     plan.select(plan.units(args.profile), args.only)  # a bad pattern fails before any work
-    outcome = plan.advance(args.profile, budget, args.only, args.device, progress=not args.quiet, threads=args.threads)
+    from robustode.chapters.robustness.run import TABLE_ONE_STAGES
+
+    first = TABLE_ONE_STAGES if args.table_one_first else ()
+    outcome = plan.advance(args.profile, budget, args.only, args.device, progress=not args.quiet, threads=args.threads,
+                           first_stages=first)
     status = plan.exit_status(outcome)
     print(f"{'all done' if status == 0 else 'more to do'}: {len(outcome.finished)} unit(s) finished in this call, "
           f"{outcome.remaining} left to run" + (f", {len(outcome.skipped)} skipped (blocked or locked)" if outcome.skipped else ""))
@@ -200,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--device", choices=DEVICES, default="auto")
     rn.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's)")
     rn.add_argument("--quiet", action="store_true", help="no per-epoch progress bars (the [run] lines stay)")
+    rn.add_argument("--table-one-first", action="store_true",
+                    help="first take every unit only as far as Table I's evaluation stages (noise, faithful attacks), "
+                         "then run the long attacks in plan order")
     for sp in (pl, rn):
         sp.add_argument("--authors-checkpoints", metavar="PATH",
                         help="a clone of github.com/HanshuYAN/TisODE (default: $ROBUSTODE_AUTHORS_CHECKPOINTS)")

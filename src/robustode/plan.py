@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from robustode.core.budget import Deadline, OutOfBudget
+from robustode.core.budget import Deadline, FirstPassDone, OutOfBudget
 from robustode.profiles import load_profile
 from robustode.results import device_name, now, write_json_atomic
 from robustode.store import RunLocked, Store
@@ -233,10 +233,14 @@ class Outcome:
 
 def advance(profile: str | dict, budget: float | None = None, only: list[str] | None = None, device: str = "cpu",
             progress: bool = True, store: Store | None = None, threads: int | None = None,
-            log: Callable[[str], None] | None = None) -> Outcome:
+            log: Callable[[str], None] | None = None, first_stages: tuple[str, ...] = ()) -> Outcome:
     """Run the pending units of ``profile`` (those matching ``only``) in plan order until ``budget`` seconds are
     spent. A unit starts an epoch or an evaluation stage only if it is expected to finish before the deadline;
-    one that does not fit is left for the next call and smaller units after it may still run."""
+    one that does not fit is left for the next call and smaller units after it may still run.
+
+    ``first_stages`` (e.g. Table I's ``("noise", "faithful")``): a first pass takes every unit only as far as
+    those evaluation stages (training included), so the cheap numbers of every unit come before the long
+    attacks of any; a second pass then runs the rest in plan order."""
     from robustode.profiles import resolve_device
 
     deadline = Deadline(budget)
@@ -250,31 +254,42 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
     if threads is not None:
         torch.set_num_threads(threads)  # before the probes, so they time what the runs will get
     limit = (lambda: fmt_seconds(deadline.left()) + " of the budget left") if budget else (lambda: "no budget limit")
-    try:
-        measure(store, [u for u in runnable if u.status(store).state != DONE], dev)
-        todo = [u for u in runnable if u.status(store).state != DONE]
-        total, tic, shared_cache = len(chosen), time.monotonic(), {}
+    shared_cache: dict = {}
+
+    def one_pass(first: tuple[str, ...]) -> None:
+        # a unit the budget stopped in the first pass would stop again: the deadline only comes closer
+        todo = [u for u in runnable if u.status(store).state != DONE and u.id not in outcome.skipped + outcome.stopped]
+        total, tic = len(chosen), time.monotonic()
         done_before = len(chosen) - len(todo) - len(outcome.skipped)
+        label = f" (first pass: up to {', '.join(first)})" if first else ""
         for index, unit in enumerate(todo):
             eta = _eta(store, todo[index:], dev)
-            log(f"[run] {done_before + len(outcome.finished)}/{total} done · starting {unit.id} · "
+            log(f"[run] {done_before + len(outcome.finished)}/{total} done · starting {unit.id}{label} · "
                 f"ETA {fmt_seconds(eta)} for this selection · {limit()}")
 
             def on_epoch(record: dict, unit: Unit = unit) -> None:
                 log(f"[run] {unit.id}: epoch {record['epoch']}/{unit.epochs} in {record['seconds']:.0f} s · {limit()}")
 
             ctx = Context(store, dev, deadline, progress, on_epoch, epoch_estimate(store, unit, dev),
-                          stage_estimator(store, unit, dev), shared_cache)
+                          stage_estimator(store, unit, dev), shared_cache, first)
             try:
                 run_unit(unit, ctx)
                 outcome.finished.append(unit.id)
-                log(f"[run] finished {unit.id} ({fmt_seconds(time.monotonic() - tic)} into this call)")
+                log(f"[run] finished {unit.id} ({fmt_seconds(time.monotonic() - tic)} into this pass)")
+            except FirstPassDone as reached:
+                log(f"[run] {reached}")
             except OutOfBudget as stop:
                 outcome.stopped.append(unit.id)
                 log(f"[run] stopped {unit.id} at a clean boundary: {stop}")
             except RunLocked as locked:
                 outcome.skipped.append(unit.id)
                 log(f"[run] skipped: {locked}")
+
+    try:
+        measure(store, [u for u in runnable if u.status(store).state != DONE], dev)
+        if first_stages:
+            one_pass(tuple(first_stages))
+        one_pass(())
     finally:
         torch.set_num_threads(before)
     outcome.remaining = sum(u.status(store).state != DONE for u in runnable)

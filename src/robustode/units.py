@@ -47,6 +47,8 @@ class Context:
     epoch_estimate: float = 0.0  # seconds, for the deadline check before an epoch this run has not timed yet
     stage_estimate: Callable[[str], float] = lambda stage: 0.0  # seconds per evaluation stage, likewise
     cache: dict = field(default_factory=dict)  # data the units of one call share (tensors of a data set)
+    # a runner's first pass: an evaluation stops (FirstPassDone) once these stages are done; () = run every stage
+    first_stages: tuple[str, ...] = ()
 
     def shared(self, key: tuple, load: Callable[[], object]) -> object:
         """``load()`` once per ``key`` for all units run with this context (one data set in memory at a time)."""

@@ -16,6 +16,11 @@ class OutOfBudget(Exception):
     """Raised at a clean boundary (epoch, evaluation stage) when the next piece would not fit the budget."""
 
 
+class FirstPassDone(OutOfBudget):
+    """Raised by an evaluation that has finished the stages a runner's first pass asked for (the rest is left for
+    its second pass, or the next call)."""
+
+
 class Deadline:
     """``seconds`` from now (``None``: no limit), read from a monotonic clock."""
 

@@ -502,7 +502,7 @@ def probe(name: str, cfg: dict, stages: list[str]) -> dict:
 
 def compute(name: str, path: Path, relative: str, cfg: dict, params: dict, store: Store, device: torch.device,
             data: Callable[[], dict], progress: bool = True, deadline: Deadline | None = None,
-            estimate: Callable[[str], float] = lambda stage: 0.0) -> dict:
+            estimate: Callable[[str], float] = lambda stage: 0.0, stop_after: tuple[str, ...] = ()) -> dict:
     """One model's metrics: load it (:func:`load_model`), then the chapter's
     :func:`~robustode.chapters.robustness.run.evaluate`, resumable per stage through the store's partial file."""
     tic = time.perf_counter()
@@ -514,7 +514,7 @@ def compute(name: str, path: Path, relative: str, cfg: dict, params: dict, store
     return {"checkpoint": read, "parameters": count_parameters(model),
             **evaluate(model, data(), cfg, 0, progress, f"authors' {name}", name, done,
                        lambda d: store.save_partial(EXPERIMENT, name, params, {**d, "device": where}), deadline,
-                       estimate)}
+                       estimate, stop_after)}
 
 
 def unit_params(settings: Settings, name: str) -> dict:
@@ -575,7 +575,7 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
             if why := requires(path):
                 raise FileNotFoundError(why)
             return compute(name, path, relative, cfg, params, ctx.store, ctx.device, lambda: mnist_test_set(ctx),
-                           ctx.progress, ctx.deadline, ctx.stage_estimate)
+                           ctx.progress, ctx.deadline, ctx.stage_estimate, ctx.first_stages)
 
         out.append(Unit(id=f"authors/MNIST/{name}", experiment=EXPERIMENT, run=name, params=params, seed=None, epochs=0,
                         stages=stages, kind=f"authors/MNIST/{name}", compute=run, status=status,

@@ -45,7 +45,7 @@ from robustode.chapters.robustness.config import (
     training_params,
 )
 from robustode.core import attacks
-from robustode.core.budget import Deadline
+from robustode.core.budget import Deadline, FirstPassDone
 from robustode.core.defences import FeatureDenoising, InputRandomisation
 from robustode.core.engine import train_fast, train_fast_many
 from robustode.core.evaluation import (
@@ -394,7 +394,8 @@ def stages_left(partial: dict, stages: list[str]) -> tuple[list[str], str]:
 
 def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool = True, desc: str = "",
              name: str = "", done: dict | None = None, save: Callable[[dict], None] | None = None,
-             deadline: Deadline | None = None, estimate: Callable[[str], float] = lambda stage: 0.0) -> dict:
+             deadline: Deadline | None = None, estimate: Callable[[str], float] = lambda stage: 0.0,
+             stop_after: tuple[str, ...] = ()) -> dict:
     """Everything Table I and the sanity checks need, for one trained model (accuracies in [0, 1]).
 
     Runs :func:`evaluation_stages` in order. ``done`` holds stages finished earlier (``{stage: metrics}``),
@@ -402,7 +403,8 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
     the next one. A strong stage is also saved piece by piece (:class:`Pieces`, under ``"<stage> (pieces)"``
     until the stage is whole), so it resumes at its next piece. With ``deadline``, a stage (a piece of a strong
     stage) starts only if ``estimate(stage)`` seconds (its share of them, then the measured rate) fit, else
-    :class:`~robustode.core.budget.OutOfBudget` is raised between stages (pieces).
+    :class:`~robustode.core.budget.OutOfBudget` is raised between stages (pieces). With ``stop_after``,
+    :class:`~robustode.core.budget.FirstPassDone` is raised once those stages are done and others are left.
     """
     model.eval()
     done = dict(done or {})
@@ -411,6 +413,8 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
     for stage in bar:
         if stage in done:
             continue
+        if stop_after and all(s in done for s in stop_after):
+            raise FirstPassDone(f"evaluate {desc}: {', '.join(stop_after)} done; {stage} and after left")
         pieces = guess = None
         if stage.startswith("strong ") and save is not None:
             memo = done.setdefault(f"{stage} (pieces)", {})
@@ -532,7 +536,7 @@ def train_seeds_together(name: str, seeds: list[int], cfg: dict, store: Store, d
 def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.device, data: Callable[[], dict],
                 progress: bool = True, deadline: Deadline | None = None, epoch_estimate: float = 0.0,
                 stage_estimate: Callable[[str], float] = lambda stage: 0.0,
-                on_epoch: Callable[[dict], None] | None = None) -> dict:
+                on_epoch: Callable[[dict], None] | None = None, stop_after: tuple[str, ...] = ()) -> dict:
     """One run's metrics: the trained model (:func:`trained_model`), then :func:`evaluate`, resumable per stage
     through the store's partial file. Raises :class:`~robustode.core.budget.OutOfBudget` at an epoch or stage
     boundary when the deadline does not leave room for the next piece."""
@@ -543,7 +547,7 @@ def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.dev
     metrics = {"parameters": count_parameters(model), "trainer": trained["trainer"], "history": trained["history"],
                **evaluate(model, data(), cfg, seed, progress, f"{name} seed {seed}", name, done,
                           (lambda d: store.save_partial(experiment, run, params, {**d, "device": where}))
-                          if cfg["checkpoint"] else None, deadline, stage_estimate)}
+                          if cfg["checkpoint"] else None, deadline, stage_estimate, stop_after)}
     return metrics
 
 
@@ -777,7 +781,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                     if len(pending) > 1 and seed in pending:
                         train_seeds_together(name, pending, cfg, ctx.store, data(), ctx.device, ctx.progress)
                 return compute_run(name, seed, cfg, ctx.store, ctx.device, data, ctx.progress, ctx.deadline,
-                                   ctx.epoch_estimate, ctx.stage_estimate, ctx.on_epoch)
+                                   ctx.epoch_estimate, ctx.stage_estimate, ctx.on_epoch, ctx.first_stages)
 
             out.append(Unit(
                 id=f"robustness/{dataset}/{name}/seed{seed}", experiment=experiment, run=run, params=params, seed=seed,
