@@ -347,6 +347,11 @@ def test_an_evaluation_in_progress_shows_its_finished_stages_and_feeds_the_claim
     fgsm = next(e for e in authors_effects if "FGSM-0.3" in e.quantity)
     assert fgsm.difference.value == pytest.approx(40.0) and fgsm.reading == "supports" and fgsm.primary
     assert not any("strong" in e.quantity for e in authors_effects)  # that stage has not run
+    from robustode.chapters.robustness.findings import authors_comparisons
+
+    rows = {r["perturbation"]: r for r in authors_comparisons(store) if r["comparison"] == "ODENet − CNN"}
+    assert rows["FGSM-0.3"]["checkpoints [95 % CI]"].startswith("+40.0") and rows["FGSM-0.3"]["same sign as printed"] == "yes"
+    assert [r for r in authors_comparisons(store) if "TisODE" in r["comparison"]] == []  # no TisODE stages yet
     assert judged.verdict == "supported" and judged.decided_by == "full"
     # with no Table I runs of its own in this profile, the report holds the printed number against the checkpoint
     from robustode.reference import printed

@@ -96,6 +96,24 @@ def comparisons(store: Store, dataset: str = "MNIST", pairs: tuple[tuple[str, st
     return rows
 
 
+def authors_comparisons(store: Store, pairs: tuple[tuple[str, str], ...] = PAIRS) -> list[dict]:
+    """:func:`comparisons` on Yan et al.'s released checkpoints evaluated in ``store`` (one model each, so the interval
+    is a bootstrap over the shared images only; stages still running are left out); ``[]`` without them."""
+    from robustode.chapters.robustness.authors import evaluations
+
+    found = evaluations(store)
+    rows = []
+    for a, b in pairs:
+        if a not in found or b not in found:
+            continue
+        for label, diff, printed in metric_differences([found[a]["metrics"]], [found[b]["metrics"]], "MNIST", a, b):
+            rows.append({"comparison": f"{b} − {a}", "perturbation": label, "checkpoints [95 % CI]": diff.text(),
+                         "printed": "—" if printed is None else f"{printed:+.1f}",
+                         "same sign as printed": "—" if printed is None else _agreement(diff, printed),
+                         "interval from": diff.method})
+    return rows
+
+
 def _agreement(diff, printed: float) -> str:
     if diff.low is None:
         return "unresolved (no interval)"
