@@ -221,8 +221,8 @@ def rule_text() -> str:
             "printed; Welch's interval from our seeds' standard error and the printed ± over its runs) lies entirely "
             "within an equivalence margin, **not reproduced** when it lies entirely outside, and **inconclusive** "
             "otherwise (also with a single run, which is then placed inside or outside the printed runs' 95 % "
-            "prediction interval: Student's t times the printed ± times √(1 + 1/r) over its r runs, plus half a printed "
-            "digit). "
+            "prediction interval: Student's t for the printed runs, times their ±, times the square root of one plus "
+            "one over their number, plus half a printed digit). "
             "Runs that are not the printed protocol (the quick and paper-short "
             f"profiles) are **not comparable**: their difference is shown, not judged. Margins: {margins}. Counts that "
             "our layouts were chosen to meet are **matched by construction**.")
