@@ -166,6 +166,26 @@ def test_the_store_lock_refuses_a_second_holder(tmp_path):
         pass
 
 
+def test_a_lock_appears_with_its_holder_written_and_leaves_no_files_behind(tmp_path, monkeypatch):
+    import robustode.store as store_module
+
+    store = Store("x", tmp_path)
+    seen = []
+    real_link = os.link
+
+    def link(source, target):  # the moment the lock appears, it already names its holder
+        real_link(source, target)
+        seen.append(Path(target).read_text())
+
+    monkeypatch.setattr(store_module.os, "link", link)
+    with store.lock("e", "r"):
+        assert seen == [Path(tmp_path / "locks" / "e" / "r.lock").read_text()] and seen[0].split()[0] == str(os.getpid())
+        with pytest.raises(RunLocked):
+            with store.lock("e", "r"):
+                pass
+    assert list((tmp_path / "locks" / "e").iterdir()) == []  # no lock, no temporary holder files
+
+
 def test_training_stops_at_an_epoch_boundary_when_the_next_epoch_would_not_fit(tmp_path, monkeypatch):
     import robustode.core.training
 

@@ -130,28 +130,48 @@ class Store:
         """Hold ``run``'s lock while computing it; :class:`RunLocked` if a live process holds it."""
         path = self.root / "locks" / experiment / f"{run}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = _holder_in(path)
-                if holder is not None and _holds(holder, self.owner):
-                    pid, host, owner = holder
-                    where = "" if host == socket.gethostname() else f" on {host}"
-                    job = f" (job {owner})" if owner else ""
-                    hint = f"; if it is gone, delete {path}" if where else ""
-                    raise RunLocked(f"{experiment}/{run} is being computed by process {pid}{where}{job}{hint}") from None
-                path.unlink(missing_ok=True)  # its process is gone, or it is this job's own before a requeue
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(" ".join(filter(None, (str(os.getpid()), socket.gethostname(), self.owner))))
-            break
-        else:  # pragma: no cover - a third process raced us twice
-            raise RunLocked(f"{experiment}/{run} is being computed by another process")
+        # the lock appears with its holder already written in it (a hard link of a finished file is atomic and fails
+        # when the lock exists), so another runner never reads an empty lock and takes it for a stale one
+        holder_text = " ".join(filter(None, (str(os.getpid()), socket.gethostname(), self.owner)))
+        mine = path.with_name(f"{path.name}.{os.getpid()}.{socket.gethostname()}")
+        mine.write_text(holder_text)
+        try:
+            for _ in range(2):
+                try:
+                    _create_with(mine, path, holder_text)
+                except FileExistsError:
+                    holder = _holder_in(path)
+                    if holder is not None and _holds(holder, self.owner):
+                        pid, host, owner = holder
+                        where = "" if host == socket.gethostname() else f" on {host}"
+                        job = f" (job {owner})" if owner else ""
+                        hint = f"; if it is gone, delete {path}" if where else ""
+                        raise RunLocked(f"{experiment}/{run} is being computed by process {pid}{where}{job}{hint}") from None
+                    path.unlink(missing_ok=True)  # its process is gone, or it is this job's own before a requeue
+                    continue
+                break
+            else:  # pragma: no cover - a third process raced us twice
+                raise RunLocked(f"{experiment}/{run} is being computed by another process")
+        finally:
+            mine.unlink(missing_ok=True)
         try:
             yield
         finally:
             path.unlink(missing_ok=True)
+
+
+def _create_with(source: Path, path: Path, text: str) -> None:
+    """Create ``path`` holding ``text`` in one step (a hard link to ``source``, which holds it); FileExistsError if
+    it exists. Where the file system has no hard links, an exclusive create then a write (a short window in which
+    the file is empty)."""
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
 
 
 def _holder_in(path: Path) -> tuple[int, str, str] | None:
