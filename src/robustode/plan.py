@@ -260,7 +260,7 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
         # a unit the budget stopped in the first pass would stop again: the deadline only comes closer
         todo = [u for u in runnable if u.status(store).state != DONE and u.id not in outcome.skipped + outcome.stopped]
         total, tic = len(chosen), time.monotonic()
-        done_before = len(chosen) - len(todo) - len(outcome.skipped)
+        done_before = sum(u.status(store).state == DONE for u in runnable) - len(outcome.finished)
         label = f" (first pass: up to {', '.join(first)})" if first else ""
         for index, unit in enumerate(todo):
             eta = _eta(store, todo[index:], dev)
