@@ -128,7 +128,7 @@ def test_the_first_pass_stops_an_evaluation_after_the_asked_stages(monkeypatch):
     saved = []
     with pytest.raises(FirstPassDone):
         evaluate(torch.nn.Linear(1, 1), {}, {}, 0, progress=False, save=saved.append, stop_after=("noise", "faithful"))
-    assert seen == ["noise", "faithful"] and set(saved[-1]) == {"noise", "faithful"}
+    assert seen == ["noise", "faithful"] and set(saved[-1]) == {"noise", "faithful", "device"}
 
 
 def test_plan_rows_say_done_partial_pending_and_estimate_what_is_left(stubbed):

@@ -72,7 +72,6 @@ from robustode.data.images import load_tensors
 from robustode.models import count_parameters
 from robustode.models.robust import WIDTH, RobustNet, build
 from robustode.profiles import Settings, check_choice, experiment_config, load_profile
-from robustode.results import device_name
 from robustode.store import Store
 from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit
 
@@ -510,10 +509,9 @@ def compute(name: str, path: Path, relative: str, cfg: dict, params: dict, store
     model.to(device)
     read = {"file": relative, **read, "load_seconds": time.perf_counter() - tic}
     done = store.load_partial(EXPERIMENT, name, params)
-    where = device_name(device)  # kept with the stages, so a partial evaluation shown in the book names its device
     return {"checkpoint": read, "parameters": count_parameters(model),
             **evaluate(model, data(), cfg, 0, progress, f"authors' {name}", name, done,
-                       lambda d: store.save_partial(EXPERIMENT, name, params, {**d, "device": where}), deadline,
+                       lambda d: store.save_partial(EXPERIMENT, name, params, d), deadline,
                        estimate, stop_after)}
 
 

@@ -408,6 +408,9 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
     """
     model.eval()
     done = dict(done or {})
+    if save is not None:  # the device is kept with the stages: an evaluation in progress shown in the book names it
+        where, persist = device_name(next(model.parameters()).device), save
+        save = lambda d: persist({**d, "device": where})  # noqa: E731
     stages = evaluation_stages(name, cfg)
     bar = tqdm(stages, desc=f"evaluate {desc}", disable=not progress, leave=False)
     for stage in bar:
@@ -543,10 +546,9 @@ def compute_run(name: str, seed: int, cfg: dict, store: Store, device: torch.dev
     model, trained = trained_model(name, seed, cfg, store, device, data, progress, deadline, epoch_estimate, on_epoch)
     experiment, run, params = experiment_name(cfg["dataset"]), f"{name}-seed{seed}", run_params(name, cfg)
     done = store.load_partial(experiment, run, params) if cfg["resume"] else {}
-    where = device_name(device)  # kept with the stages: an evaluation in progress shown in the book names its device
     metrics = {"parameters": count_parameters(model), "trainer": trained["trainer"], "history": trained["history"],
                **evaluate(model, data(), cfg, seed, progress, f"{name} seed {seed}", name, done,
-                          (lambda d: store.save_partial(experiment, run, params, {**d, "device": where}))
+                          (lambda d: store.save_partial(experiment, run, params, d))
                           if cfg["checkpoint"] else None, deadline, stage_estimate, stop_after)}
     return metrics
 
