@@ -176,7 +176,7 @@ def test_robustode_plan_shows_the_job_id_and_state_of_each_submitted_unit(stubbe
     capsys.readouterr()
     assert main(["plan", "--profile", "quick"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| order | unit | state | detail | CPU left | GPU left | job | job state |"
+    assert lines[0] == "| order | unit | state | detail | spent | CPU left | GPU left | job | job state |"
     rows = {line.split(" | ")[1]: line.split(" | ")[-2:] for line in lines[2:5]}
     assert rows["stub/a"][0].startswith("DEBUG_") and rows["stub/a"][1] == "done |"
     assert rows["stub/b"][1] == "failed |" and rows["stub/c"] == ["—", "— |"]

@@ -142,6 +142,30 @@ def test_plan_rows_say_done_partial_pending_and_estimate_what_is_left(stubbed):
     assert "3 units: 1 done, 1 partial, 1 pending" in plan.plan_summary(list(rows.values()))
 
 
+def test_recorded_seconds_add_training_epochs_finished_stages_and_stored_pieces():
+    from robustode.units import recorded_seconds
+
+    results = {"history": {"epochs": [{"epoch": 1, "seconds": 100.0}, {"epoch": 2, "seconds": 120.0}]},
+               "seconds": {"noise": 30.0, "faithful": 50.0}, "noise": {"0": 0.99}}
+    partial = {"device": "cpu", "noise": {"metrics": {"clean": 0.99}, "seconds": 30.0},
+               "strong 0.2 (pieces)": {"pgd 100x5 images 0-100": {"images": 100, "seconds": 400.0},
+                                       "pgd 10x1 images 0-100": {"images": 100, "seconds": 15.0}}}
+    assert recorded_seconds(results) == pytest.approx(300.0)
+    assert recorded_seconds({"history": results["history"]}, partial) == pytest.approx(220.0 + 30.0 + 415.0)
+    assert recorded_seconds(None, {}, {"device": "cpu"}) is None  # nothing recorded is not "0 s"
+
+
+def test_plan_rows_say_what_each_unit_has_cost_so_far(stubbed):
+    store, _, _ = stubbed
+    store.write("stub", "a", params={"epochs": 3}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu",
+                metrics={"history": {"epochs": [{"epoch": e, "seconds": 600.0} for e in (1, 2, 3)]}})
+    store.save_partial("stub", "b", {"epochs": 2}, {"noise": {"metrics": {}, "seconds": 90.0}})
+    rows = {r["unit"]: r for r in plan.plan_rows("stubbed", store=store, device="cpu")}
+    assert rows["stub/a"]["state"] == plan.DONE and rows["stub/a"]["spent"] == "30 min"
+    assert rows["stub/b"]["spent"] == "2 min" and rows["stub/c"]["spent"] == "—"
+    assert "32 min of compute recorded so far" in plan.plan_summary(list(rows.values()))
+
+
 def test_a_locked_unit_is_skipped_and_a_dead_holders_lock_is_taken_over(stubbed):
     store, _, _ = stubbed
     lock = store.root / "locks" / "stub" / "a.lock"
@@ -265,4 +289,15 @@ def test_a_killed_run_resumes_where_it_stopped_and_loses_at_most_one_epoch(tmp_p
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     # the epochs finished before the kill were resumed from the checkpoint, not trained again
     assert epochs[: len(before)] == before and len(before) >= 1
+    # the plan accounts for the finished unit's compute: its training epochs and its evaluation stages
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_robustness import tiny_profile
+
+    prof = tiny_profile()  # the runner's profile, as RUNNER builds it
+    prof["robustness"]["common"].update(epochs=4, train_size=256, checkpoint=True, resume=True, repetitions=1)
+    prof["robustness"]["defences"].update(randomise=[])
+    unit = plan.select(plan.units(prof, "cpu"), ["robustness/MNIST/CNN/seed0"])[0]
+    spent = plan.spent_seconds(Store("quick", tmp_path / "results" / "quick"), unit)
+    expected = sum(e["seconds"] for e in epochs) + sum(result["metrics"]["seconds"].values())
+    assert spent == pytest.approx(expected) and spent > 0
     assert not list(checkpoints.glob("*.pt"))  # resume state dropped once the model was saved

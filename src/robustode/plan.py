@@ -40,7 +40,9 @@ from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary
     Unit,
     checkpoint_epoch,
     ensure,
+    recorded_seconds,
     run_unit,
+    stored_seconds,
     time_steps,
 )
 
@@ -137,6 +139,17 @@ def observed(store: Store, unit: Unit) -> dict:
     return out
 
 
+def spent_seconds(store: Store, unit: Unit) -> float | None:
+    """Seconds of compute the store records for ``unit`` so far, on whatever device ran it: its chapter's account
+    (results file, or training checkpoint / model file and partial evaluation), else its results file or partial
+    evaluation; ``None`` when nothing is recorded (a unit not started, or one whose records keep no times)."""
+    own = unit.spent(store)
+    if own is not None:
+        return own
+    done = stored_seconds(store, unit.experiment, unit.run, unit.params)
+    return done if done is not None else recorded_seconds(store.load_partial(unit.experiment, unit.run, unit.params))
+
+
 def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict) -> float | None:
     """Estimated seconds to finish ``unit`` on the device ``costs`` describe; ``None`` when never measured."""
     if progress.state == DONE:
@@ -174,8 +187,9 @@ def fmt_seconds(seconds: float | None) -> str:
 
 def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store | None = None,
               device: torch.device | str = "auto") -> list[dict]:
-    """One row per unit: order, id, state and detail, estimated time left on this machine's CPU and on a GPU
-    (from ``costs.json``; "not measured" where no probe or run has timed that kind of unit there)."""
+    """One row per unit: order, id, state and detail, the compute its records account for so far (``spent``:
+    training epochs and evaluation stages, on the device that ran them), estimated time left on this machine's CPU
+    and on a GPU (from ``costs.json``; "not measured" where no probe or run has timed that kind of unit there)."""
     store = store or Store(profile_name(profile))
     all_costs = load_costs(store)
     rows = []
@@ -185,10 +199,12 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
         seen = observed(store, unit)
         cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen)
         gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
+        spent = None if progress.state == BLOCKED else spent_seconds(store, unit)
         rows.append({"order": order, "unit": unit.id, "state": progress.state, "detail": progress.detail,
+                     "spent": "—" if spent is None else fmt_seconds(spent),
                      "CPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(cpu),
                      "GPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(gpu),
-                     "_cpu_s": cpu if progress.state not in (DONE, BLOCKED) else 0.0})
+                     "_cpu_s": cpu if progress.state not in (DONE, BLOCKED) else 0.0, "_spent_s": spent or 0.0})
     return rows
 
 
@@ -202,7 +218,7 @@ def collapse_blocked(rows: list[dict]) -> list[dict]:
             groups.setdefault(("/".join(row["unit"].split("/")[:2]), row["detail"]), []).append(row)
     for (prefix, why), members in groups.items():
         shown.append({"order": "—", "unit": f"{prefix}/* ({len(members)} units)", "state": BLOCKED, "detail": why,
-                      "CPU left": "—", "GPU left": "—"})
+                      "spent": "—", "CPU left": "—", "GPU left": "—"})
     return shown
 
 
@@ -210,8 +226,10 @@ def plan_summary(rows: list[dict]) -> str:
     counts = {s: sum(r["state"] == s for r in rows) for s in (DONE, PARTIAL, PENDING, BLOCKED)}
     unknown = sum(r["_cpu_s"] is None for r in rows)
     left = sum(r["_cpu_s"] or 0.0 for r in rows)
+    spent = sum(r.get("_spent_s", 0.0) for r in rows)
     text = (f"{len(rows)} units: {counts[DONE]} done, {counts[PARTIAL]} partial, {counts[PENDING]} pending, "
-            f"{counts[BLOCKED]} blocked; about {fmt_seconds(left)} of CPU time left here")
+            f"{counts[BLOCKED]} blocked; {fmt_seconds(spent)} of compute recorded so far, "
+            f"about {fmt_seconds(left)} of CPU time left here")
     return text + (f" (+ {unknown} units not measured yet)" if unknown else "")
 
 

@@ -78,6 +78,9 @@ class Unit:
     probe: Callable[[], dict]
     requires: Callable[[], str] = lambda: ""  # why the unit cannot run here ("" when it can)
     priority: int = 0
+    # seconds of compute the store records for this unit so far (its results file, or its checkpoint, model file and
+    # partial evaluation while it is under way); ``None`` when nothing is recorded
+    spent: Callable[[Store], float | None] = lambda store: None
 
     def matches(self, pattern: str) -> bool:
         """Whether the id matches a shell pattern, or contains ``pattern``."""
@@ -111,6 +114,39 @@ def run_unit(unit: Unit, ctx: Context) -> dict:
                                  device=ctx.device, metrics=metrics)
         ctx.store.drop_partial(unit.experiment, unit.run, unit.params)
         return stored
+
+
+def recorded_seconds(*records: dict | None) -> float | None:
+    """Seconds of compute written down in ``records``: results-file metrics, model-file or checkpoint payloads
+    (``history.epochs[*].seconds``, ``seconds`` per evaluation stage) and partial evaluations (each finished
+    stage's ``seconds``; each stored piece's of a stage under way). ``None`` when none of them records any."""
+    total, found = 0.0, False
+    for record in records:
+        if not record:
+            continue
+        history = record.get("history") or {}
+        for epoch in history.get("epochs", []) if isinstance(history, dict) else []:
+            total, found = total + float(epoch.get("seconds", 0.0)), True
+        if isinstance(record.get("seconds"), dict):  # a results file's evaluation stages
+            total, found = total + sum(float(s) for s in record["seconds"].values()), True
+        for key, value in record.items():  # a partial evaluation: {stage: {"seconds"}, "<stage> (pieces)": {...}}
+            if key.endswith(" (pieces)") and isinstance(value, dict):
+                total += sum(float(piece.get("seconds", 0.0)) for piece in value.values())
+                found = found or bool(value)
+            elif isinstance(value, dict) and isinstance(value.get("seconds"), (int, float)) and "metrics" in value:
+                total, found = total + float(value["seconds"]), True
+    return total if found else None
+
+
+def stored_seconds(store: Store, experiment: str, run: str, params: dict) -> float | None:
+    """:func:`recorded_seconds` of a finished unit's results file (``None`` when it has none)."""
+    stored = store.run(experiment, run, params)
+    return recorded_seconds(stored["metrics"]) if stored is not None else None
+
+
+def checkpoint_payload(path: Path) -> dict | None:
+    """A training checkpoint's payload (``weights_only=True``), or ``None`` when there is none."""
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
 def checkpoint_epoch(path: Path) -> int | None:

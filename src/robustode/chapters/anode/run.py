@@ -31,7 +31,20 @@ from robustode.models.conv_anode import ConvODENet
 from robustode.profiles import check_choice, experiment_config, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, time_steps
+from robustode.units import (
+    DONE,
+    PARTIAL,
+    PENDING,
+    Context,
+    Progress,
+    Unit,
+    checkpoint_epoch,
+    checkpoint_payload,
+    ensure,
+    recorded_seconds,
+    stored_seconds,
+    time_steps,
+)
 
 
 def build_variant(dataset: str, variant: dict, cfg: dict) -> ConvODENet:
@@ -275,6 +288,11 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
                 return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, ["evaluate"])
             return Progress(PENDING, "", cfg["epochs"], ["evaluate"])
 
+        def spent(store: Store, experiment=experiment, run=run, params=params) -> float | None:
+            done = stored_seconds(store, experiment, run, params)
+            return done if done is not None else recorded_seconds(
+                checkpoint_payload(store.checkpoint(experiment, run, params)))
+
         def compute(ctx, experiment=experiment, run=run, params=params, cfg=cfg, dataset=dataset, name=name,
                     variant=variant, seed=seed) -> dict:
             checkpoint = ctx.store.checkpoint(experiment, run, params) if cfg["checkpoint"] else None
@@ -288,6 +306,6 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
             id=f"anode/{experiment.removeprefix('anode-')}/{name}/seed{seed}", experiment=experiment, run=run,
             params=params, seed=seed, epochs=cfg["epochs"], stages=["evaluate"], kind=kind, compute=compute, status=status,
             probe=lambda dataset=dataset, variant=variant, cfg=cfg: probe(dataset, variant, cfg),
-            requires=lambda dataset=dataset: missing_reason(dataset) or "", priority=100 * seed + index,
+            requires=lambda dataset=dataset: missing_reason(dataset) or "", priority=100 * seed + index, spent=spent,
         ))
     return out

@@ -41,7 +41,21 @@ from robustode.models.attention import CLASSES, ODE_HIDDEN, ROW_WIDTH, build
 from robustode.profiles import check_choice, resolve_device
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, run_once, time_steps
+from robustode.units import (
+    DONE,
+    PARTIAL,
+    PENDING,
+    Context,
+    Progress,
+    Unit,
+    checkpoint_epoch,
+    checkpoint_payload,
+    ensure,
+    recorded_seconds,
+    run_once,
+    stored_seconds,
+    time_steps,
+)
 
 
 def make_model(name: str, dataset: str, cfg: dict) -> nn.Module:
@@ -299,6 +313,11 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
                     return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch)
                 return Progress(PENDING, "", cfg["epochs"])
 
+            def spent(store: Store, run=run, params=params) -> float | None:
+                done = stored_seconds(store, "attention-table3", run, params)
+                return done if done is not None else recorded_seconds(
+                    checkpoint_payload(store.checkpoint("attention", run, params)))
+
             def compute(ctx, name=name, dataset=dataset, seed=seed, run=run, params=params) -> dict:
                 checkpoint = ctx.store.checkpoint("attention", run, params) if cfg["resume"] else None
                 return _train_and_test(name, dataset, seed, cfg, ctx.device, ctx.progress, checkpoint, seed == 0,
@@ -310,7 +329,7 @@ def units(profile: str | dict, device: torch.device | None = None) -> list:
                 id=f"attention/{dataset}/{name}/seed{seed}", experiment="attention-table3", run=run, params=params,
                 seed=seed, epochs=cfg["epochs"], stages=[], kind=f"attention/{dataset}/{name}", compute=compute,
                 status=status, probe=lambda name=name, dataset=dataset: probe(name, dataset, cfg),
-                requires=lambda dataset=dataset: missing_reason(dataset),
+                requires=lambda dataset=dataset: missing_reason(dataset), spent=spent,
                 # the survey's pair (Classic, ODE) first, seed-major; then the variants; then the controls
                 priority=10_000 * (0 if name in PAPER_NAMES else 2 if name in CONTROLS else 1) + 100 * seed + index,
             ))

@@ -72,7 +72,20 @@ from robustode.reference import reference_values
 from robustode.results import device_name, pack_flags, unpack_flags
 from robustode.seeding import seed_everything
 from robustode.store import Store
-from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, checkpoint_epoch, ensure, time_steps
+from robustode.units import (
+    DONE,
+    PARTIAL,
+    PENDING,
+    Context,
+    Progress,
+    Unit,
+    checkpoint_epoch,
+    checkpoint_payload,
+    ensure,
+    recorded_seconds,
+    stored_seconds,
+    time_steps,
+)
 
 
 def load_data(cfg: dict, device: torch.device, imagenet_root: str | None = None) -> dict:
@@ -773,6 +786,14 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                         return Progress(PARTIAL, f"epoch {epoch} of {cfg['epochs']}", cfg["epochs"] - epoch, stages)
                 return Progress(PENDING, "", cfg["epochs"], stages)
 
+            def spent(store: Store, experiment=experiment, run=run, params=params, tparams=tparams) -> float | None:
+                done = stored_seconds(store, experiment, run, params)
+                if done is not None:
+                    return done
+                trained = store.load_model(experiment, run, tparams) or checkpoint_payload(
+                    store.checkpoint(experiment, run, tparams))  # the engine's checkpoints keep no plain history
+                return recorded_seconds(trained, store.load_partial(experiment, run, params))
+
             def compute(ctx, name=name, seed=seed, cfg=cfg) -> dict:
                 data = lambda: cached_data(ctx, cfg, imagenet_root)  # noqa: E731
                 if cfg["concurrent_seeds"] and cfg["checkpoint"] and trainer_for(cfg, ctx.device,
@@ -791,6 +812,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                 status=status, probe=lambda name=name, cfg=cfg: probe(name, cfg),
                 requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
                 priority=priority,
+                spent=spent,
             ))
     return out
 
