@@ -197,9 +197,30 @@ def test_paper_short_keeps_its_nine_main_units_and_runs_the_controls_after_them_
         assert (config_key(unit.params), config_key(robustness.config.training_params(name, cfg))) == MAIN_KEYS[name]
         assert unit.run == f"{name}-seed{unit.seed}" and unit.priority == 10 * unit.seed + main.index(unit.id) % 3
     for unit in units[9:]:
-        # a control's run has a main run's parameters: only the execution-only seed count differs
-        assert unit.seed == 0 and unit.params == {**robustness.config.run_params(unit.params["model"], cfg), "repetitions": 1}
+        # a control's run has a main run's parameters but for the execution-only seed count and, except for the
+        # adaptive solver (where masking is the question), AutoAttack
+        name = unit.params["model"]
+        aa = {**cfg["autoattack"], "images": 100 if name == "ODENet-dopri5" else 0}
+        assert unit.seed == 0 and unit.params == {**robustness.config.run_params(name, cfg), "repetitions": 1,
+                                                  "autoattack": aa}
         assert unit.stages == ["noise", "faithful", "strong 0.2", "strong 0.3", "sanity"]
+
+
+def test_a_control_without_autoattack_is_priced_and_run_without_it():
+    cfg = robustness.config.config("paper-short")
+    tied = robustness.config.control_config(cfg, "ResNet10-tied", "paper-short")
+    dopri = robustness.config.control_config(cfg, "ODENet-dopri5", "paper-short")
+    assert tied["autoattack"]["images"] == 0 and dopri["autoattack"] == cfg["autoattack"]
+    assert {k: v for k, v in tied.items() if k not in ("autoattack", "repetitions")} == {
+        k: v for k, v in cfg.items() if k not in ("autoattack", "repetitions")}
+    for eps in ("0.2", "0.3"):
+        assert robustness.run.strong_seconds("ODENet", tied, eps, 1.0, 0.5)["autoattack"] == 0
+        with_aa = robustness.run.strong_seconds("ODENet", dopri, eps, 1.0, 0.5)
+        assert with_aa["autoattack"] > 0.3 * sum(with_aa.values())  # why it is left out where it is not needed
+    # without the key every control keeps AutoAttack, as before it existed
+    profile = load_profile("paper-short")
+    del profile["robustness"]["controls"]["autoattack"]
+    assert robustness.config.control_config(cfg, "ResNet10-tied", profile)["autoattack"] == cfg["autoattack"]
 
 
 def test_asking_for_models_by_name_keeps_each_its_own_seed_count():
@@ -213,6 +234,10 @@ def test_asking_for_models_by_name_keeps_each_its_own_seed_count():
     ({"models": ["ResNet10-tied"]}, "controls.repetitions must be a positive whole number"),
     ({"models": ["ResNet10-tied", "ResNet10-tied"], "repetitions": 1}, "lists a model twice"),
     ({"models": ["ResNet10-tied"], "repetitions": 1, "seed": 2}, "unknown key(s) in robustness.controls: seed"),
+    ({"models": ["ResNet10-tied"], "repetitions": 1, "autoattack": ["ODENet-dopri5"]},
+     "controls.autoattack names ODENet-dopri5, not in controls.models"),
+    ({"models": ["ResNet10-tied"], "repetitions": 1, "autoattack": "ResNet10-tied"},
+     "controls.autoattack must be a list of control models"),
 ])
 def test_a_bad_controls_section_is_one_clear_error_before_any_work(controls, message):
     profile = load_profile("paper-short")
@@ -290,7 +315,8 @@ def _tiny_with_controls() -> dict:
     from test_robustness import tiny_profile
 
     prof = tiny_profile()
-    prof["robustness"]["controls"] = {"models": ["ResNet10-tied", "ODENet-dopri5"], "repetitions": 1}
+    prof["robustness"]["controls"] = {"models": ["ResNet10-tied", "ODENet-dopri5"], "repetitions": 1,
+                                      "autoattack": ["ODENet-dopri5"]}
     prof["robustness"]["defences"].update(randomise=[])
     return prof
 
@@ -308,6 +334,9 @@ def test_a_tiny_control_run_goes_through_the_plan_and_shows_beside_its_model(mon
     dopri = by["ODENet-dopri5"]["metrics"]
     assert dopri["trainer"] == "plain" and dopri["sanity"]["solver_transfer"]["steps"] == [0.25, "dopri5"]
     assert "solver_transfer" not in by["ResNet10-tied"]["metrics"]["sanity"]  # no solver to transfer
+    for name, attacked in (("ODENet", True), ("ResNet10-tied", False), ("ODENet-dopri5", True)):
+        strong = by[name]["metrics"]["strong"]
+        assert strong and all(("autoattack" in s) == attacked for s in strong.values()), name
     store = Store("quick", tmp_path / "r")
     rows = robustness.tables.controls_table(store, "MNIST")
     assert [(r["model"], r["controls"]) for r in rows] == [("ODENet", ""), ("ResNet10-tied", "ODENet"),

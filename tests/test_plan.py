@@ -142,6 +142,33 @@ def test_plan_rows_say_done_partial_pending_and_estimate_what_is_left(stubbed):
     assert "3 units: 1 done, 1 partial, 1 pending" in plan.plan_summary(list(rows.values()))
 
 
+def test_a_probe_is_re_priced_with_the_units_own_settings_where_the_unit_can(stubbed):
+    # a kind's probe is stored once; its stage figures must follow the unit's settings as they are now
+    store, clock, log = stubbed
+    stale = {"epoch_s": 10.0, "grad_s": 2.0, "forward_s": 1.0, "stages_s": {"attack": 1000.0}}
+    unit = stub_unit("priced", 1, 10.0, clock, log)
+    progress = plan.Progress(plan.PENDING, "", 1, ["attack"])
+    assert plan.remaining_seconds(unit, progress, {unit.kind: stale}, {}) == pytest.approx(1010.0)
+    unit.price = lambda m: {"attack": 30 * m["grad_s"] + 10 * m["forward_s"]}
+    assert plan.remaining_seconds(unit, progress, {unit.kind: stale}, {}) == pytest.approx(10.0 + 70.0)
+    assert plan.remaining_seconds(unit, progress, {}, {}) is None  # never probed stays "not measured"
+    # a probe written before it kept the per-image figures is used as stored
+    assert plan.probed_stages(unit, {"epoch_s": 10.0, "stages_s": {"attack": 5.0}}) == {"attack": 5.0}
+    # times seen on finished units of the kind still come first
+    assert plan.remaining_seconds(unit, progress, {unit.kind: stale}, {"stages_s": {"attack": 40.0}}) == pytest.approx(50.0)
+
+
+def test_the_robustness_units_price_their_stages_from_their_own_settings():
+    units = {u.id: u for u in plan.units("paper-short", torch.device("cpu"))}
+    measured = {"epoch_s": 600.0, "grad_s": 0.01, "forward_s": 0.004, "nfe_forward": 0}
+    odenet, tied = units["robustness/MNIST/ODENet/seed0"], units["robustness/MNIST/ResNet10-tied/seed0"]
+    with_aa, without = odenet.price(measured), tied.price(measured)
+    assert set(with_aa) >= {"noise", "faithful", "strong 0.2", "strong 0.3"}
+    # the same per-image costs and attacks, but the control is not attacked with AutoAttack
+    assert without["faithful"] == pytest.approx(with_aa["faithful"])
+    assert without["strong 0.2"] < 0.6 * with_aa["strong 0.2"]
+
+
 def test_recorded_seconds_add_training_epochs_finished_stages_and_stored_pieces():
     from robustode.units import recorded_seconds
 

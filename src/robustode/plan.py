@@ -150,6 +150,20 @@ def spent_seconds(store: Store, unit: Unit) -> float | None:
     return done if done is not None else recorded_seconds(store.load_partial(unit.experiment, unit.run, unit.params))
 
 
+def probed_stages(unit: Unit, measured: dict) -> dict[str, float]:
+    """A probe's stage estimates for ``unit``: re-priced from its per-image figures with the unit's own settings
+    where the unit can (:attr:`Unit.price`; a probe is stored per kind and keeps its figures when settings change),
+    else the ``stages_s`` stored with it; ``{}`` when the kind was never probed."""
+    if not measured:
+        return {}
+    if unit.price is not None:
+        try:
+            return unit.price(measured)
+        except KeyError:  # a probe stored before it kept the per-image figures
+            pass
+    return measured.get("stages_s", {})
+
+
 def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict) -> float | None:
     """Estimated seconds to finish ``unit`` on the device ``costs`` describe; ``None`` when never measured."""
     if progress.state == DONE:
@@ -157,13 +171,13 @@ def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict) -
     measured = {**costs.get(unit.kind, {}), **{k: v for k, v in seen.items() if v}}
     if "epoch_s" not in measured:
         return None
-    stages = {**costs.get(unit.kind, {}).get("stages_s", {}), **seen.get("stages_s", {})}
+    stages = {**probed_stages(unit, costs.get(unit.kind, {})), **seen.get("stages_s", {})}
     return progress.epochs_left * measured["epoch_s"] + sum(stages.get(s, 0.0) for s in progress.stages_left)
 
 
 def stage_estimator(store: Store, unit: Unit, device: torch.device) -> Callable[[str], float]:
     """``estimate(stage)`` in seconds for the runner's deadline checks (observed times first, then the probe)."""
-    probe = load_costs(store).get(device.type, {}).get(unit.kind, {}).get("stages_s", {})
+    probe = probed_stages(unit, load_costs(store).get(device.type, {}).get(unit.kind, {}))
     seen = observed(store, unit).get("stages_s", {})
     return lambda stage: seen.get(stage, probe.get(stage, 0.0))
 

@@ -81,6 +81,9 @@ class Unit:
     # seconds of compute the store records for this unit so far (its results file, or its checkpoint, model file and
     # partial evaluation while it is under way); ``None`` when nothing is recorded
     spent: Callable[[Store], float | None] = lambda store: None
+    # ``price(measured)``: the stage estimates (``{stage: seconds}``) recomputed from a probe's per-image figures with
+    # this unit's own settings, which may differ from those the probe ran with; ``None``: the probe's ``stages_s``
+    price: Callable[[dict], dict[str, float]] | None = None
 
     def matches(self, pattern: str) -> bool:
         """Whether the id matches a shell pattern, or contains ``pattern``."""

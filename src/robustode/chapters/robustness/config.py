@@ -59,15 +59,17 @@ def config(profile: str | dict, dataset: str = "MNIST") -> Settings:
     return Settings(cfg)
 
 
-def control_plan(profile: str | dict) -> tuple[list[str], int]:
-    """The profile's ``robustness.controls`` (``{models: [...], repetitions: k}``): the control models trained on every
-    data set of the section after its main models, and how many seeds each gets; ``([], 0)`` when absent."""
+def control_plan(profile: str | dict) -> tuple[list[str], int, list[str]]:
+    """The profile's ``robustness.controls`` (``{models: [...], repetitions: k, autoattack: [...]}``): the control
+    models trained on every data set of the section after its main models, how many seeds each gets, and which of
+    them are also attacked with AutoAttack (:func:`control_config`); ``([], 0, [])`` when absent."""
     entry = experiment_config(profile, "robustness").get("controls")
     if not entry:
-        return [], 0
-    unknown = set(entry) - {"models", "repetitions"}
+        return [], 0, []
+    unknown = set(entry) - {"models", "repetitions", "autoattack"}
     if unknown:
-        raise ValueError(f"unknown key(s) in robustness.controls: {', '.join(sorted(unknown))}; expected models, seeds")
+        raise ValueError(f"unknown key(s) in robustness.controls: {', '.join(sorted(unknown))}; "
+                         "expected models, repetitions, autoattack")
     models, seeds = list(entry.get("models") or []), entry.get("repetitions")
     for name in models:
         check_choice("control model", name, CONTROLS)
@@ -78,7 +80,25 @@ def control_plan(profile: str | dict) -> tuple[list[str], int]:
     main = experiment_config(profile, "robustness").get("models", [])
     if both := [m for m in models if m in main]:
         raise ValueError(f"model(s) {', '.join(both)} listed both as main models and as controls")
-    return models, seeds
+    autoattacked = entry.get("autoattack", models)
+    if not isinstance(autoattacked, (list, tuple)):
+        raise ValueError(f"robustness.controls.autoattack must be a list of control models, got {autoattacked!r}")
+    if stray := [m for m in autoattacked if m not in models]:
+        raise ValueError(f"robustness.controls.autoattack names {', '.join(map(str, stray))}, not in controls.models")
+    return models, seeds, list(autoattacked)
+
+
+def control_config(main_cfg: dict, name: str, profile: str | dict) -> dict:
+    """A control's run settings: a main run's (``main_cfg``, one data set) with the controls' seed count and, for a
+    control not under ``controls.autoattack``, no AutoAttack (``autoattack.images`` 0). Controls answer relative
+    questions (is a gain continuity or depth, the steady-state term or the step?), which the faithful attacks and
+    the strong PGD settle; standard AutoAttack is ~60 % of an ODE model's strong stage on a CPU and is kept for
+    the controls where masking is the question (the adaptive solver). Absent ``autoattack``: every control."""
+    _, seeds, autoattacked = control_plan(profile)
+    cfg = {**main_cfg, "repetitions": seeds}
+    if name not in autoattacked:
+        cfg["autoattack"] = {**main_cfg["autoattack"], "images": 0}
+    return cfg
 
 
 def base_model(name: str) -> str:

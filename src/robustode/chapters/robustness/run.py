@@ -30,6 +30,7 @@ from robustode.chapters.robustness.config import (
     available,
     base_model,
     config,
+    control_config,
     control_plan,
     controlled,
     eps_grid,
@@ -704,7 +705,7 @@ def planned_runs(profile: str | dict, models: tuple[str, ...] | list[str] | None
                  ) -> dict[str, list[tuple[int, str, dict, int]]]:
     """Per data set of the profile, its runs as ``(seed, model, config, priority)`` (see :func:`units`)."""
     section = experiment_config(profile, "robustness")
-    control_models, control_seeds = control_plan(profile)
+    control_models, control_seeds, _ = control_plan(profile)
     requested = list(models) if models else [*section.get("models", CHAPTER_MODELS), *control_models]
     for name in requested:
         check_choice("model", name, MODELS)
@@ -713,10 +714,10 @@ def planned_runs(profile: str | dict, models: tuple[str, ...] | list[str] | None
     out = {}
     for d_index, dataset in enumerate(d for d in DATASETS if d in section["datasets"]):
         main_cfg = config(profile, dataset)
-        control_cfg = {**main_cfg, "repetitions": control_seeds}
         planned = [(seed, name, main_cfg, 1000 * d_index + 10 * seed + m_index)
                    for seed in range(main_cfg["repetitions"]) for m_index, name in enumerate(main)]
-        planned += [(seed, name, control_cfg, 1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
+        planned += [(seed, name, control_config(main_cfg, name, profile),
+                     1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
                     for seed in range(control_seeds) for c_index, name in enumerate(extra)]
         out[dataset] = planned
     return out
@@ -764,7 +765,8 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
     same data set, the section's ``controls.models`` get ``controls.repetitions`` (priorities after every main unit of
     the data set, so the runner finishes the main tables first). ``models`` restricts the units to those names
     (a name listed under ``controls`` keeps the control seeds). A control's run parameters are those of a main
-    run of the same model: only the (execution-only) seed count differs."""
+    run of the same model but for the (execution-only) seed count and, outside ``controls.autoattack``, no
+    AutoAttack (:func:`~robustode.chapters.robustness.config.control_config`)."""
 
     imagenet_root = imagenet_root or os.environ.get("ROBUSTODE_IMAGENET")
     out = []
@@ -813,6 +815,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                 requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
                 priority=priority,
                 spent=spent,
+                price=lambda m, name=name, cfg=cfg: stage_costs(name, cfg, m["grad_s"], m["forward_s"], m.get("nfe_forward")),
             ))
     return out
 
