@@ -352,6 +352,40 @@ def test_a_strong_stage_stopped_between_pieces_resumes_to_what_an_unbroken_run_g
         sum(v["seconds"] for v in resumed_memo.values() if v["kind"] == "pgd 5x2") / 8)
 
 
+class Asked:
+    """A deadline that records the seconds each piece is priced at and never stops anything."""
+
+    def __init__(self):
+        self.asked: list[tuple[float, str]] = []
+
+    def check(self, seconds: float, what: str) -> None:
+        self.asked.append((seconds, what))
+
+
+def test_the_first_piece_of_a_new_kind_is_priced_by_how_far_the_guesses_were_off_so_far():
+    from robustode.chapters.robustness.run import Pieces
+
+    # stored pieces of the PGD (from an earlier call) that took a tenth of their guess
+    memo = {f"pgd images {i}": {"kind": "pgd", "images": 10, "seconds": 2.0, "value": [True]} for i in range(3)}
+    deadline = Asked()
+    pieces = Pieces(memo, deadline=deadline)
+    assert pieces.calibration() == 1.0  # nothing guessed yet: no evidence either way
+    for i in range(3):  # the stage asks for the stored pieces again, with the same guess as before: not recomputed
+        assert pieces.run(f"pgd images {i}", "pgd", 10, 20.0, lambda: pytest.fail("recomputed")) == [True]
+    assert pieces.calibration() == pytest.approx(0.1) and deadline.asked == []
+    pieces.run("aa images 0", "autoattack", 5, 300.0, lambda: [False])
+    assert deadline.asked[0][0] == pytest.approx(30.0)
+    # once a piece of the kind is measured, its own rate prices the next one
+    memo["aa images 0"]["seconds"] = 50.0
+    pieces.run("aa images 1", "autoattack", 5, 300.0, lambda: [False])
+    assert deadline.asked[1][0] == pytest.approx(50.0)
+    # guesses that were too low raise the price as much
+    slow = Pieces({"p": {"kind": "pgd", "images": 10, "seconds": 60.0, "value": []}}, deadline=Asked())
+    slow.run("p", "pgd", 10, 20.0, lambda: [])
+    slow.run("q", "autoattack", 10, 100.0, lambda: [])
+    assert slow.deadline.asked[0][0] == pytest.approx(300.0)
+
+
 def test_a_run_whose_evaluation_is_in_progress_counts_in_table_one_once_its_stages_are_done(monkeypatch, tmp_path):
     from robustode.chapters.robustness.config import config, run_params, training_params
     from robustode.chapters.robustness.run import in_progress, make_model

@@ -193,23 +193,36 @@ class Pieces:
     CPU, longer than one working session). Each piece's result is kept in ``memo`` (a part of the run's partial
     file, saved by ``save`` after every piece), so a stopped stage resumes at its next piece. Before a piece
     starts, ``deadline`` must leave room for it: the seconds per image measured on this stage's finished pieces of
-    the same kind, else ``guess``."""
+    the same kind, else ``guess`` times :meth:`calibration` (how far the guesses were off for the kinds measured)."""
 
     def __init__(self, memo: dict, save: Callable[[], None] | None = None, deadline: Deadline | None = None,
                  what: str = ""):
         self.memo, self.save, self.deadline, self.what = memo, save, deadline, what
         self.fresh: set[str] = set()  # the pieces computed by this call (the others were resumed)
+        self.guessed: dict[str, float] = {}  # kind -> the guess, in seconds per image, its pieces were asked with
 
     def per_image(self, kind: str) -> float | None:
         seen = [v for v in self.memo.values() if v["kind"] == kind]
         return sum(v["seconds"] for v in seen) / sum(v["images"] for v in seen) if seen else None
 
+    def calibration(self) -> float:
+        """Measured over guessed seconds of the finished pieces whose kind has a guess: the guesses come from a probe
+        that may have run on a loaded machine (several times off), and the attacks of one stage share one model and
+        one machine, so the first piece of a new kind (AutoAttack after the PGDs) is priced at this ratio. 1 before
+        anything is measured."""
+        pairs = [(v["seconds"], self.guessed[v["kind"]] * v["images"]) for v in self.memo.values()
+                 if self.guessed.get(v["kind"])]
+        guessed = sum(g for _, g in pairs)
+        return sum(s for s, _ in pairs) / guessed if guessed > 0 else 1.0
+
     def run(self, key: str, kind: str, images: int, guess: float, compute: Callable[[], object]):
+        if images:
+            self.guessed.setdefault(kind, guess / images)
         if key in self.memo:
             return self.memo[key]["value"]
         if self.deadline is not None:
             rate = self.per_image(kind)
-            self.deadline.check(guess if rate is None else rate * images, f"{self.what}: {key}")
+            self.deadline.check(guess * self.calibration() if rate is None else rate * images, f"{self.what}: {key}")
         tic = time.perf_counter()
         value = compute()
         self.memo[key] = {"kind": kind, "images": images, "seconds": time.perf_counter() - tic, "value": value}
