@@ -208,8 +208,10 @@ def test_paper_short_keeps_its_nine_main_units_and_runs_the_controls_after_them_
 
 def test_a_control_without_autoattack_is_priced_and_run_without_it():
     cfg = robustness.config.config("paper-short")
-    tied = robustness.config.control_config(cfg, "ResNet10-tied", "paper-short")
-    dopri = robustness.config.control_config(cfg, "ODENet-dopri5", "paper-short")
+    _, seeds, autoattacked = robustness.config.control_plan("paper-short")
+    assert (seeds, autoattacked) == (1, ["ODENet-dopri5"])
+    tied = robustness.config.control_config(cfg, "ResNet10-tied", seeds, autoattacked)
+    dopri = robustness.config.control_config(cfg, "ODENet-dopri5", seeds, autoattacked)
     assert tied["autoattack"]["images"] == 0 and dopri["autoattack"] == cfg["autoattack"]
     assert {k: v for k, v in tied.items() if k not in ("autoattack", "repetitions")} == {
         k: v for k, v in cfg.items() if k not in ("autoattack", "repetitions")}
@@ -220,7 +222,9 @@ def test_a_control_without_autoattack_is_priced_and_run_without_it():
     # without the key every control keeps AutoAttack, as before it existed
     profile = load_profile("paper-short")
     del profile["robustness"]["controls"]["autoattack"]
-    assert robustness.config.control_config(cfg, "ResNet10-tied", profile)["autoattack"] == cfg["autoattack"]
+    models, seeds, autoattacked = robustness.config.control_plan(profile)
+    assert autoattacked == models
+    assert robustness.config.control_config(cfg, "ResNet10-tied", seeds, autoattacked)["autoattack"] == cfg["autoattack"]
 
 
 def test_asking_for_models_by_name_keeps_each_its_own_seed_count():

@@ -718,7 +718,7 @@ def planned_runs(profile: str | dict, models: tuple[str, ...] | list[str] | None
                  ) -> dict[str, list[tuple[int, str, dict, int]]]:
     """Per data set of the profile, its runs as ``(seed, model, config, priority)`` (see :func:`units`)."""
     section = experiment_config(profile, "robustness")
-    control_models, control_seeds, _ = control_plan(profile)
+    control_models, control_seeds, autoattacked = control_plan(profile)
     requested = list(models) if models else [*section.get("models", CHAPTER_MODELS), *control_models]
     for name in requested:
         check_choice("model", name, MODELS)
@@ -729,7 +729,7 @@ def planned_runs(profile: str | dict, models: tuple[str, ...] | list[str] | None
         main_cfg = config(profile, dataset)
         planned = [(seed, name, main_cfg, 1000 * d_index + 10 * seed + m_index)
                    for seed in range(main_cfg["repetitions"]) for m_index, name in enumerate(main)]
-        planned += [(seed, name, control_config(main_cfg, name, profile),
+        planned += [(seed, name, control_config(main_cfg, name, control_seeds, autoattacked),
                      1000 * d_index + CONTROL_PRIORITY + len(extra) * seed + c_index)
                     for seed in range(control_seeds) for c_index, name in enumerate(extra)]
         out[dataset] = planned
