@@ -169,6 +169,39 @@ def test_the_robustness_units_price_their_stages_from_their_own_settings():
     assert without["strong 0.2"] < 0.6 * with_aa["strong 0.2"]
 
 
+def test_the_plan_says_which_estimates_rest_on_a_probe_taken_on_a_busy_machine(stubbed, monkeypatch):
+    store, _, _ = stubbed
+    monkeypatch.setattr(plan.os, "cpu_count", lambda: 2)
+    # a: recorded before the CPU share was kept, under a load above the cores; b: a low load but a starved probe;
+    # c: a load of nice background runs that left the probe its cores; d: nothing recorded about the machine
+    costs = {"cpu": {"stub/a": {"epoch_s": 10.0, "load_average": 4.5},
+                     "stub/b": {"epoch_s": 50.0, "load_average": 1.2, "cpu_share": 0.4},
+                     "stub/c": {"epoch_s": 5.0, "load_average": 3.1, "cpu_share": 0.97}}}
+    (store.root / "costs.json").parent.mkdir(parents=True, exist_ok=True)
+    (store.root / "costs.json").write_text(json.dumps(costs))
+    assert plan.load_costs(store) == costs
+    rows = plan.plan_rows("stubbed", store=store, device="cpu")
+    assert [r["_busy_probe"] for r in rows] == ["stub/a", "stub/b", None]
+    summary = plan.plan_summary(rows)
+    assert "2 kinds of unit still priced by a probe taken on a busy machine" in summary and "stub/a, stub/b" in summary
+    assert not plan.busy_probe({"epoch_s": 1.0})
+    store.write("stub", "a", params={"epochs": 3}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu", metrics={})
+    assert "1 kind of unit" in plan.plan_summary(plan.plan_rows("stubbed", store=store, device="cpu"))  # a is done
+
+
+def test_a_probe_records_the_share_of_the_time_it_had_a_core(stubbed):
+    store, _, _ = stubbed
+    unit = plan.units("stubbed")[0]
+
+    def idle() -> dict:  # waits without computing, as a probe does whose cores other work has taken
+        time.sleep(0.2)
+        return {"epoch_s": 1.0}
+
+    unit.probe = idle
+    share = plan.measure(store, [unit], torch.device("cpu"))["cpu"][unit.kind]["cpu_share"]
+    assert share < 0.2 and plan.busy_probe(plan.load_costs(store)["cpu"][unit.kind])  # ~0 seen
+
+
 def test_recorded_seconds_add_training_epochs_finished_stages_and_stored_pieces():
     from robustode.units import recorded_seconds
 

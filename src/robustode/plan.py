@@ -107,10 +107,15 @@ def measure(store: Store, chosen: list[Unit], device: torch.device, force: bool 
     section = costs.setdefault(where, {})
     for kind, unit in todo.items():
         print(f"[plan] measuring {kind} on {device_name(device)} ...", file=sys.stderr, flush=True)
-        tic = time.perf_counter()
-        section[kind] = {**unit.probe(), "probe_seconds": round(time.perf_counter() - tic, 1), "measured": now(),
+        tic, cpu_tic = time.perf_counter(), time.thread_time()
+        figures = unit.probe()
+        wall = time.perf_counter() - tic
+        # the share of the probe's wall time its (calling) thread had a core, which it keeps while it computes or
+        # waits for the other intra-op threads: well under 1 only when other work took the cores
+        share = (time.thread_time() - cpu_tic) / wall if wall > 0 else 1.0
+        section[kind] = {**figures, "probe_seconds": round(wall, 1), "measured": now(),
                          "device": device_name(device), "machine": platform.node(),
-                         "load_average": round(os.getloadavg()[0], 2)}  # other work on the machine inflates the figures
+                         "load_average": round(os.getloadavg()[0], 2), "cpu_share": round(share, 2)}
         write_json_atomic(_costs_path(store), costs)
     return costs
 
@@ -214,12 +219,28 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
         cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen)
         gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
         spent = None if progress.state == BLOCKED else spent_seconds(store, unit)
+        probe = all_costs.get("cpu", {}).get(unit.kind, {})
+        busy = progress.state not in (DONE, BLOCKED) and busy_probe(probe)
         rows.append({"order": order, "unit": unit.id, "state": progress.state, "detail": progress.detail,
                      "spent": "—" if spent is None else fmt_seconds(spent),
                      "CPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(cpu),
                      "GPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(gpu),
-                     "_cpu_s": cpu if progress.state not in (DONE, BLOCKED) else 0.0, "_spent_s": spent or 0.0})
+                     "_cpu_s": cpu if progress.state not in (DONE, BLOCKED) else 0.0, "_spent_s": spent or 0.0,
+                     "_busy_probe": unit.kind if busy else None})
     return rows
+
+
+BUSY_SHARE = 0.75  # a probe that had a core less of the time than this was slowed by other work
+
+
+def busy_probe(measured: dict) -> bool:
+    """Whether a CPU probe was slowed by other work: its thread had a core under :data:`BUSY_SHARE` of the time
+    (``cpu_share``; probes recorded before it was kept: the load average was above the core count). Its figures
+    can then be several times too high (one here priced a 39-minute run at 22 hours)."""
+    if "cpu_share" in measured:
+        return measured["cpu_share"] < BUSY_SHARE
+    load = measured.get("load_average")
+    return load is not None and load > (os.cpu_count() or 1)
 
 
 def collapse_blocked(rows: list[dict]) -> list[dict]:
@@ -244,7 +265,13 @@ def plan_summary(rows: list[dict]) -> str:
     text = (f"{len(rows)} units: {counts[DONE]} done, {counts[PARTIAL]} partial, {counts[PENDING]} pending, "
             f"{counts[BLOCKED]} blocked; {fmt_seconds(spent)} of compute recorded so far, "
             f"about {fmt_seconds(left)} of CPU time left here")
-    return text + (f" (+ {unknown} units not measured yet)" if unknown else "")
+    text += f" (+ {unknown} units not measured yet)" if unknown else ""
+    busy = sorted({r["_busy_probe"] for r in rows if r.get("_busy_probe")})
+    if busy:
+        text += (f". {len(busy)} kind{'s' * (len(busy) != 1)} of unit still priced by a probe taken on a busy machine "
+                 f"(it had a core under 3/4 of the time), which can be several times too high: {', '.join(busy)}; "
+                 "`robustode plan --measure --only PATTERN` on a quiet machine measures again")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- running it
