@@ -412,6 +412,8 @@ def test_a_run_whose_evaluation_is_in_progress_counts_in_table_one_once_its_stag
     table = {(r["perturbation"], r["model"]): r for r in robustness.tables.table_one(store, "MNIST")}
     assert table[("FGSM-0.3", "ODENet")]["reproduced"] == "50.0 (n = 1)"
     assert table[("FGSM-0.3", "CNN")]["reproduced"] == "—"
+    spread = {(r["attack"], r["model"]): r for r in robustness.tables.authors_spread(store)}
+    assert spread[("FGSM-0.3", "ODENet")]["ours (paper-short)"] == "50.0"  # beside the authors' logged runs too
     [summary] = robustness.tables.run_summary(store, "MNIST")
     assert summary["evaluation"] == "in progress: strong 0.2, strong 0.3, sanity left"
     assert "1 more in progress" in caption(store, [experiment])
