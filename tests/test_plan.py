@@ -149,13 +149,17 @@ def test_a_probe_is_re_priced_with_the_units_own_settings_where_the_unit_can(stu
     unit = stub_unit("priced", 1, 10.0, clock, log)
     progress = plan.Progress(plan.PENDING, "", 1, ["attack"])
     assert plan.remaining_seconds(unit, progress, {unit.kind: stale}, {}) == pytest.approx(1010.0)
-    unit.price = lambda m: {"attack": 30 * m["grad_s"] + 10 * m["forward_s"]}
+    unit.price = lambda m: {"attack": 30 * m["grad_s"] + 10 * m["forward_s"]} if "grad_s" in m else None
     assert plan.remaining_seconds(unit, progress, {unit.kind: stale}, {}) == pytest.approx(10.0 + 70.0)
     assert plan.remaining_seconds(unit, progress, {}, {}) is None  # never probed stays "not measured"
     # a probe written before it kept the per-image figures is used as stored
     assert plan.probed_stages(unit, {"epoch_s": 10.0, "stages_s": {"attack": 5.0}}) == {"attack": 5.0}
     # times seen on finished units of the kind still come first
     assert plan.remaining_seconds(unit, progress, {unit.kind: stale}, {"stages_s": {"attack": 40.0}}) == pytest.approx(50.0)
+    # a pricing bug is not mistaken for an old probe: it surfaces instead of falling back to stale figures
+    unit.price = lambda m: {"attack": m["no such figure"]}
+    with pytest.raises(KeyError):
+        plan.probed_stages(unit, stale)
 
 
 def test_the_robustness_units_price_their_stages_from_their_own_settings():
@@ -163,6 +167,7 @@ def test_the_robustness_units_price_their_stages_from_their_own_settings():
     measured = {"epoch_s": 600.0, "grad_s": 0.01, "forward_s": 0.004, "nfe_forward": 0}
     odenet, tied = units["robustness/MNIST/ODENet/seed0"], units["robustness/MNIST/ResNet10-tied/seed0"]
     with_aa, without = odenet.price(measured), tied.price(measured)
+    assert odenet.price({"epoch_s": 600.0, "stages_s": {"noise": 1.0}}) is None  # an old probe: used as stored
     assert set(with_aa) >= {"noise", "faithful", "strong 0.2", "strong 0.3"}
     # the same per-image costs and attacks, but the control is not attacked with AutoAttack
     assert without["faithful"] == pytest.approx(with_aa["faithful"])

@@ -161,12 +161,8 @@ def probed_stages(unit: Unit, measured: dict) -> dict[str, float]:
     else the ``stages_s`` stored with it; ``{}`` when the kind was never probed."""
     if not measured:
         return {}
-    if unit.price is not None:
-        try:
-            return unit.price(measured)
-        except KeyError:  # a probe stored before it kept the per-image figures
-            pass
-    return measured.get("stages_s", {})
+    priced = unit.price(measured) if unit.price is not None else None
+    return priced if priced is not None else measured.get("stages_s", {})
 
 
 def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict) -> float | None:

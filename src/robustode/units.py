@@ -82,8 +82,10 @@ class Unit:
     # partial evaluation while it is under way); ``None`` when nothing is recorded
     spent: Callable[[Store], float | None] = lambda store: None
     # ``price(measured)``: the stage estimates (``{stage: seconds}``) recomputed from a probe's per-image figures with
-    # this unit's own settings, which may differ from those the probe ran with; ``None``: the probe's ``stages_s``
-    price: Callable[[dict], dict[str, float]] | None = None
+    # this unit's own settings, which may differ from those the probe ran with; it returns ``None`` for a probe that
+    # lacks those figures (one stored before they were kept). ``price`` itself ``None``, or returning ``None``: the
+    # probe's ``stages_s`` as stored
+    price: Callable[[dict], dict[str, float] | None] | None = None
 
     def matches(self, pattern: str) -> bool:
         """Whether the id matches a shell pattern, or contains ``pattern``."""

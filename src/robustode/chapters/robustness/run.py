@@ -668,6 +668,14 @@ def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float, nfe: floa
     return costs
 
 
+def probe_price(name: str, cfg: dict, measured: dict) -> dict[str, float] | None:
+    """:func:`stage_costs` from a stored probe's per-image figures with ``cfg``'s settings; ``None`` for a probe
+    stored before it kept them (the plan then uses the probe's stage estimates as stored)."""
+    if "grad_s" not in measured or "forward_s" not in measured:
+        return None
+    return stage_costs(name, cfg, measured["grad_s"], measured["forward_s"], measured.get("nfe_forward"))
+
+
 def probe(name: str, cfg: dict) -> dict:
     """Measured here, on random images of the data set's shape: seconds per training epoch (steps of
     ``batch_size`` over the training images, with the steady-state term where the model's spec asks for it, plus
@@ -828,7 +836,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                 requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
                 priority=priority,
                 spent=spent,
-                price=lambda m, name=name, cfg=cfg: stage_costs(name, cfg, m["grad_s"], m["forward_s"], m.get("nfe_forward")),
+                price=lambda m, name=name, cfg=cfg: probe_price(name, cfg, m),
             ))
     return out
 
