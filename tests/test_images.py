@@ -40,3 +40,15 @@ def test_subset_and_batches_cover_each_example_once_per_epoch():
     xs, ys = subset(x, y, 30, seed=0)
     seen = torch.cat([b[1] for b in tensor_batches(xs, ys, 8, seed=0)(0)])
     assert sorted(seen.tolist()) == sorted(ys.tolist())
+
+
+def test_an_epochs_batches_know_how_many_they_are_and_reshuffle_per_epoch():
+    x = torch.arange(50).float().unsqueeze(1)
+    y = torch.arange(50)
+    batches = tensor_batches(x, y, 8, seed=3)
+    first, second = batches(0), batches(1)
+    assert len(first) == len(list(first)) == 7  # 50 examples: six full batches of 8 and one of 2
+    assert torch.equal(torch.cat([b[1] for b in batches(0)]), torch.cat([b[1] for b in first]))  # seeded per epoch
+    assert not torch.equal(torch.cat([b[1] for b in first]), torch.cat([b[1] for b in second]))
+    in_order = torch.cat([b[1] for b in tensor_batches(x, y, 8, seed=3, shuffle=False)(0)])
+    assert torch.equal(in_order, y)

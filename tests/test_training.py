@@ -75,3 +75,17 @@ class _TimeFree(nn.Module):
 
     def forward(self, t, h):
         return self.lin(h)
+
+
+def test_a_long_epoch_shows_its_batches_and_a_quiet_run_shows_nothing(capsys):
+    # a paper-scale epoch on one CPU core takes most of an hour: the run shows how far into the epoch it is
+    from robustode.data.images import tensor_batches
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=g)
+    y = (x.sum(dim=1) > 0).long()
+    train(_model(), tensor_batches(x, y, 16, seed=0), TrainSpec(epochs=2), progress=True, desc="toy")
+    shown = capsys.readouterr().err
+    assert "toy: epoch 1 of 2" in shown and "0/3" in shown  # 40 examples in batches of 16: three batches
+    train(_model(), tensor_batches(x, y, 16, seed=0), TrainSpec(epochs=2), progress=False, desc="toy")
+    assert capsys.readouterr().err == ""

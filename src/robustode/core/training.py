@@ -168,8 +168,13 @@ def train(
         model.train()
         tic, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         nfe_f = nfe_b = 0
+        epoch_batches = batches(epoch)
+        # within an epoch too (a paper-scale epoch on a CPU core takes most of an hour): batches done, rate, time left
+        inner = tqdm(epoch_batches, desc=f"{desc}: epoch {epoch + 1} of {spec.epochs}", unit="batch", leave=False,
+                     disable=not progress, mininterval=30.0,
+                     total=len(epoch_batches) if hasattr(epoch_batches, "__len__") else None)
         try:
-            for x, y in batches(epoch):
+            for x, y in inner:
                 x, y = x.to(device), y.to(device)
                 if spec.augment is not None:
                     x = spec.augment(x, generator)
@@ -196,6 +201,8 @@ def train(
             history.failure = failure.reason
             bar.write(f"{desc}: epoch {epoch}: {failure}")
             break
+        finally:
+            inner.close()
         scheduler.step()
         iters = max(1, len(history.iterations["loss"]) - sum(e["iterations"] for e in history.epochs))
         record = {

@@ -114,21 +114,33 @@ def subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int = 0) ->
     return x[idx], y[idx]
 
 
-def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, shuffle: bool = True):
-    """``batches(epoch)`` over tensors (on any device), reshuffled per epoch with a seeded permutation."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+class TensorEpoch:
+    """One epoch's batches over tensors, in a seeded order: iterable, and sized (``len`` is the number of batches,
+    which a progress bar shows as its total)."""
 
-    def batches(epoch: int):
-        if shuffle:
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).to(x.device)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, order_seed: int | None):
+        self.x, self.y, self.batch_size, self.order_seed = x, y, batch_size, order_seed
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        x, y = self.x, self.y
+        if self.order_seed is not None:
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.order_seed)).to(x.device)
         else:
             order = torch.arange(len(x), device=x.device)
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
+        for start in range(0, len(x), self.batch_size):
+            idx = order[start : start + self.batch_size]
             yield x[idx], y[idx]
 
-    return batches
+
+def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, shuffle: bool = True):
+    """``batches(epoch)`` over tensors (on any device), reshuffled per epoch with a seeded permutation
+    (a :class:`TensorEpoch`)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return lambda epoch: TensorEpoch(x, y, batch_size, seed * 100_003 + epoch if shuffle else None)
 
 
 def fetch(name: str, root: Path | None = None) -> None:
