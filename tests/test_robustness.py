@@ -386,6 +386,19 @@ def test_the_first_piece_of_a_new_kind_is_priced_by_how_far_the_guesses_were_off
     assert slow.deadline.asked[0][0] == pytest.approx(300.0)
 
 
+def test_each_piece_a_call_finishes_is_reported_and_resumed_pieces_are_not():
+    from robustode.chapters.robustness.run import Pieces
+
+    lines: list[str] = []
+    memo = {"pgd images 0-100": {"kind": "pgd", "images": 100, "seconds": 81.0, "value": [True]}}
+    pieces = Pieces(memo, what="evaluate ODENet seed 0: strong 0.2", report=lines.append)
+    pieces.run("pgd images 0-100", "pgd", 100, 50.0, lambda: pytest.fail("recomputed"))
+    assert lines == []
+    pieces.run("pgd images 100-200", "pgd", 100, 50.0, lambda: [False])
+    assert len(lines) == 1 and lines[0].startswith("evaluate ODENet seed 0: strong 0.2: pgd images 100-200 done in ")
+    assert lines[0].endswith("(2 pieces stored)")
+
+
 def test_a_run_whose_evaluation_is_in_progress_counts_in_table_one_once_its_stages_are_done(monkeypatch, tmp_path):
     from robustode.chapters.robustness.config import config, run_params, training_params
     from robustode.chapters.robustness.run import in_progress, make_model

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -193,11 +194,12 @@ class Pieces:
     CPU, longer than one working session). Each piece's result is kept in ``memo`` (a part of the run's partial
     file, saved by ``save`` after every piece), so a stopped stage resumes at its next piece. Before a piece
     starts, ``deadline`` must leave room for it: the seconds per image measured on this stage's finished pieces of
-    the same kind, else ``guess`` times :meth:`calibration` (how far the guesses were off for the kinds measured)."""
+    the same kind, else ``guess`` times :meth:`calibration` (how far the guesses were off for the kinds measured).
+    ``report(line)`` is told of every piece this call finishes (a piece can take half an hour on a CPU core)."""
 
     def __init__(self, memo: dict, save: Callable[[], None] | None = None, deadline: Deadline | None = None,
-                 what: str = ""):
-        self.memo, self.save, self.deadline, self.what = memo, save, deadline, what
+                 what: str = "", report: Callable[[str], None] | None = None):
+        self.memo, self.save, self.deadline, self.what, self.report = memo, save, deadline, what, report
         self.fresh: set[str] = set()  # the pieces computed by this call (the others were resumed)
         self.guessed: dict[str, float] = {}  # kind -> the guess, in seconds per image, its pieces were asked with
 
@@ -225,10 +227,13 @@ class Pieces:
             self.deadline.check(guess * self.calibration() if rate is None else rate * images, f"{self.what}: {key}")
         tic = time.perf_counter()
         value = compute()
-        self.memo[key] = {"kind": kind, "images": images, "seconds": time.perf_counter() - tic, "value": value}
+        seconds = time.perf_counter() - tic
+        self.memo[key] = {"kind": kind, "images": images, "seconds": seconds, "value": value}
         self.fresh.add(key)
         if self.save is not None:
             self.save()
+        if self.report is not None:
+            self.report(f"{self.what}: {key} done in {seconds:,.0f} s ({len(self.memo)} pieces stored)")
         return value
 
 
@@ -448,7 +453,8 @@ def evaluate(model: RobustNet, data: dict, cfg: dict, seed: int, progress: bool 
         pieces = guess = None
         if stage.startswith("strong ") and save is not None:
             memo = done.setdefault(f"{stage} (pieces)", {})
-            pieces = Pieces(memo, lambda: save(done), deadline, f"evaluate {desc}: {stage}")
+            pieces = Pieces(memo, lambda: save(done), deadline, f"evaluate {desc}: {stage}",
+                            report=(lambda line: tqdm.write(line, file=sys.stderr)) if progress else None)
             guess = strong_guess(name, cfg, stage.removeprefix("strong "), estimate(stage))
         elif deadline is not None:
             deadline.check(estimate(stage), f"evaluate {desc}: {stage}")
