@@ -69,3 +69,39 @@ def test_config_key_ignores_execution_only_settings_and_follows_the_others():
     for name, value in {"width": 32, "epochs": 99, "lr": 2e-3}.items():
         assert config_key({**params, name: value}) != key, name  # what it computes: another run
     assert config_key({**params, "new_setting": 1}) != key
+
+
+def test_provenance_cites_the_code_a_run_started_with_and_results_files_are_not_code(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    from robustode import results
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "checkout"
+    (repo / "src").mkdir(parents=True)
+    (repo / "results").mkdir()
+    (repo / "src" / "code.py").write_text("x = 1\n")
+    (repo / "results" / "run.json").write_text("{}\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    monkeypatch.setattr(results, "_PINNED", {})  # this process's pins stay out of the other tests
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(repo))
+    start = git("rev-parse", "HEAD")
+    (repo / "results" / "run.json").write_text('{"written": "by a runner"}\n')
+    assert results.git_dirty() is False  # a runner's own results files do not make the code dirty
+    assert results.pin_code_state() == (start, False)
+    # the checkout moves on while the run goes: new code committed, and a file modified
+    (repo / "src" / "code.py").write_text("x = 2\n")
+    git("commit", "-qam", "later")
+    (repo / "src" / "code.py").write_text("x = 3\n")
+    assert results.git_dirty() is True and results.git_commit() != start
+    provenance = results.provenance("cpu")
+    assert (provenance["git_commit"], provenance["git_dirty"]) == (start, False)

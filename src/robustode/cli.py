@@ -253,6 +253,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from robustode.results import pin_code_state
+
+    pin_code_state()  # results written later in this process cite the code it started with
     try:
         return args.func(args)
     except ValueError as err:

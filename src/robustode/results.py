@@ -44,14 +44,32 @@ def git_commit() -> str | None:
 
 
 def git_dirty() -> bool | None:
-    """Whether the checkout had uncommitted changes to tracked files (``None`` without git): a run made from a
-    modified tree cites its commit but not exactly that code."""
+    """Whether the checkout had uncommitted changes to tracked files outside ``results/`` (``None`` without git): a
+    run made from a modified tree cites its commit but not exactly that code. Results files are not code: runners
+    write them into the tracked ``results/`` while they run, which would otherwise mark every run dirty."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                             cwd=project_root(), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+_PINNED: dict[str, tuple[str | None, bool | None]] = {}
+
+
+def pin_code_state() -> tuple[str | None, bool | None]:
+    """Record the checkout's commit and whether its code is modified, as they are now, for this process's results
+    files. A runner loads its code when it starts and may write results hours later, after the checkout has moved
+    on: pinned, its files cite the code that computed them. Called by the command line before any work."""
+    state = _PINNED[str(project_root())] = (git_commit(), git_dirty())
+    return state
+
+
+def code_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) as pinned by :func:`pin_code_state` for this project, else as they are now."""
+    pinned = _PINNED.get(str(project_root()))
+    return pinned if pinned is not None else (git_commit(), git_dirty())
 
 
 def device_name(device: torch.device | str) -> str:
@@ -69,9 +87,10 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    commit, dirty = code_state()
     return {
-        "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "versions": versions,
         "python": platform.python_version(),
         "device": device_name(device),
