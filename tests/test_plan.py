@@ -366,3 +366,24 @@ def test_a_killed_run_resumes_where_it_stopped_and_loses_at_most_one_epoch(tmp_p
     expected = sum(e["seconds"] for e in epochs) + sum(result["metrics"]["seconds"].values())
     assert spent == pytest.approx(expected) and spent > 0
     assert not list(checkpoints.glob("*.pt"))  # resume state dropped once the model was saved
+
+
+def test_a_plan_reads_each_experiments_results_files_once(stubbed, monkeypatch):
+    # every unit used to read every results file of its experiment again: half a minute for the full profile
+    store, _, _ = stubbed
+    for unit in plan.units("stubbed"):
+        unit.params = {**unit.params, "model": "same kind"}
+    store.write("stub", "a", params={"epochs": 3, "model": "same kind"}, seed=0, started="2026-01-01T00:00:00+00:00",
+                device="cpu", metrics={"history": {"epochs": [{"epoch": 1, "seconds": 42.0}]}})
+    reads: list[str] = []
+    original = Store.runs
+
+    def counting(self, experiment):
+        reads.append(experiment)
+        return original(self, experiment)
+
+    monkeypatch.setattr(Store, "runs", counting)
+    rows = {r["unit"]: r for r in plan.plan_rows("stubbed", store=store, device="cpu")}
+    assert reads == ["stub"]
+    # what a finished seed took still prices the others of its kind (b: 2 epochs, c: 1, at a's 42 s)
+    assert rows["stub/b"]["_cpu_s"] == pytest.approx(84.0) and rows["stub/c"]["_cpu_s"] == pytest.approx(42.0)

@@ -395,6 +395,7 @@ def chapter_estimates(profile: str | dict, chosen: list, store: Any) -> list[dic
     from robustode import plan
 
     costs = plan.load_costs(store)
+    runs = plan.read_once(store)
     table: dict[str, dict] = {}
     for unit in chosen:
         chapter = unit.id.split("/")[0]
@@ -408,7 +409,7 @@ def chapter_estimates(profile: str | dict, chosen: list, store: Any) -> list[dic
             continue
         row["units left"] += 1
         gpu = plan.remaining_seconds(unit, progress, costs.get("cuda", {}), {})
-        cpu = plan.remaining_seconds(unit, progress, costs.get("cpu", {}), plan.observed(store, unit))
+        cpu = plan.remaining_seconds(unit, progress, costs.get("cpu", {}), plan.observed(store, unit, runs))
         row["_gpu"], row["_gpu_unknown"] = row["_gpu"] + (gpu or 0.0), row["_gpu_unknown"] + (gpu is None)
         row["_cpu"], row["_cpu_unknown"] = row["_cpu"] + (cpu or 0.0), row["_cpu_unknown"] + (cpu is None)
     rows = []

@@ -15,6 +15,7 @@ times replace the probe.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -120,13 +121,15 @@ def measure(store: Store, chosen: list[Unit], device: torch.device, force: bool 
     return costs
 
 
-def observed(store: Store, unit: Unit) -> dict:
-    """Epoch and stage times recorded by finished units of the same kind (other seeds), if any."""
+def observed(store: Store, unit: Unit, runs: Callable[[str], list[dict]] | None = None) -> dict:
+    """Epoch and stage times recorded by finished units of the same kind (other seeds), if any. ``runs``: the store's
+    results files of an experiment, read once for many units (:func:`read_once`); every unit reading every file of
+    its experiment again made ``plan --profile full`` take half a minute."""
     epoch_s, stages_s = [], {}
     same = ("model", "dataset", "width", "filters", "augment_dim")  # other seeds of one kind share these
     if unit.params.get("model") is None:  # a one-off measurement (anode/memory/...) has no other seeds
         return {}
-    for run in store.runs(unit.experiment):
+    for run in (runs or store.runs)(unit.experiment):
         if run["run"] == unit.run or any(run["params"].get(k) != unit.params.get(k) for k in same):
             continue
         history = run["metrics"].get("history") or {}
@@ -142,6 +145,12 @@ def observed(store: Store, unit: Unit) -> dict:
     if stages_s:
         out["stages_s"] = {k: max(v) for k, v in stages_s.items()}
     return out
+
+
+def read_once(store: Store) -> Callable[[str], list[dict]]:
+    """``store.runs`` memoised: each experiment's results files are read once for as long as the returned function is
+    kept (one plan table, one ETA, made in seconds while runs finish hours apart); :func:`observed` only reads them."""
+    return functools.cache(store.runs)
 
 
 def spent_seconds(store: Store, unit: Unit) -> float | None:
@@ -207,11 +216,12 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
     and on a GPU (from ``costs.json``; "not measured" where no probe or run has timed that kind of unit there)."""
     store = store or Store(profile_name(profile))
     all_costs = load_costs(store)
+    runs = read_once(store)
     rows = []
     for order, unit in enumerate(select(units(profile, device), only), start=1):
         why = unit.requires()
         progress = Progress(BLOCKED, why) if why else unit.status(store)
-        seen = observed(store, unit)
+        seen = observed(store, unit, runs)
         cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen)
         gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
         spent = None if progress.state == BLOCKED else spent_seconds(store, unit)
@@ -353,9 +363,10 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
 
 def _eta(store: Store, pending: list[Unit], device: torch.device) -> float | None:
     costs = load_costs(store).get(device.type, {})
+    runs = read_once(store)
     total = 0.0
     for unit in pending:
-        left = remaining_seconds(unit, unit.status(store), costs, observed(store, unit))
+        left = remaining_seconds(unit, unit.status(store), costs, observed(store, unit, runs))
         if left is None:
             return None
         total += left
