@@ -170,9 +170,9 @@ def train(
         nfe_f = nfe_b = 0
         epoch_batches = batches(epoch)
         # within an epoch too (a paper-scale epoch on a CPU core takes most of an hour): batches done, rate, time left
+        # (tqdm takes its total from len() where the batches have one, as tensor_batches' do)
         inner = tqdm(epoch_batches, desc=f"{desc}: epoch {epoch + 1} of {spec.epochs}", unit="batch", leave=False,
-                     disable=not progress, mininterval=30.0,
-                     total=len(epoch_batches) if hasattr(epoch_batches, "__len__") else None)
+                     disable=not progress, mininterval=30.0)
         try:
             for x, y in inner:
                 x, y = x.to(device), y.to(device)

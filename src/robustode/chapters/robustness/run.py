@@ -11,6 +11,7 @@ a model file, then evaluated stage by stage; its results file is
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import sys
@@ -842,7 +843,7 @@ def units(profile: str | dict, device: torch.device | None = None, imagenet_root
                 requires=lambda dataset=dataset: missing_reason(dataset, imagenet_root),
                 priority=priority,
                 spent=spent,
-                price=lambda m, name=name, cfg=cfg: probe_price(name, cfg, m),
+                price=functools.partial(probe_price, name, cfg),
             ))
     return out
 
