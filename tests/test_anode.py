@@ -7,6 +7,7 @@ from robustode.chapters import anode
 from robustode.chapters.anode import figures as anode_figures
 from robustode.cli import main
 from robustode.core.timing import cpu_threads
+from robustode.data.images import data_missing
 from robustode.models import build_model, count_parameters
 from robustode.models.conv_anode import TABLE_1_MODELS, ConvDynamics, ConvODENet
 from robustode.profiles import load_profile
@@ -150,7 +151,7 @@ def test_missing_data_runs_nothing_and_table_1_says_why(results_tmp, monkeypatch
     assert anode.run.image_classification(_tiny_profile(), "MNIST", "cpu", out, progress=False) == []
     store = Store("quick", out)
     assert anode.tables.table_1(store, ["MNIST"], {"MNIST": {"NODE": "NODE", "ANODE": "ANODE-p2"}}) == []
-    assert anode.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
+    assert anode.tables.why_empty(store, "MNIST") == "not run: " + data_missing("MNIST")
 
 
 def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raising(results_tmp, monkeypatch, tmp_path):
@@ -162,7 +163,7 @@ def test_an_empty_data_folder_gives_not_run_rows_and_no_figure_instead_of_raisin
     store = Store("quick", out)
     for summary in (anode.tables.sweep_summary, anode.tables.solver_check_summary, anode.tables.gradient_check_summary):
         assert summary(store, "MNIST") == []
-    assert anode.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
+    assert anode.tables.why_empty(store, "MNIST") == "not run: " + data_missing("MNIST")
     assert anode.tables.failure_summary([]) == []
     assert anode_figures.sweep([], "MNIST, profile quick") is None
     assert anode_figures.instability([], "NODE on MNIST") is None

@@ -8,7 +8,7 @@ from robustode.chapters import attention as exp
 from robustode.chapters.attention import figures as figs
 from robustode.cli import main
 from robustode.core.timing import cpu_threads, time_forward
-from robustode.data.images import is_available
+from robustode.data.images import data_missing, is_available
 from robustode.models import build_model, count_parameters
 from robustode.models.attention import ODEFunc, build, sinusoidal_positions
 from robustode.paths import data_dir
@@ -223,7 +223,7 @@ def test_with_an_empty_data_folder_the_experiments_run_nothing_and_the_summaries
                   exp.tables.precision_rows):
         assert table(store) == []
     assert exp.tables.per_class_rows(store, "MNIST") == []
-    assert exp.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
+    assert exp.tables.why_empty(store, "MNIST") == "not run: " + data_missing("MNIST")
     assert exp.tables.printed_table_checks(store)["mnist_accuracy_text"].startswith("not run: data missing (MNIST")
     findings = exp.findings.findings(store)
     assert all(findings[k][0].startswith("Not run: data missing") for k in ("positions", "attention"))

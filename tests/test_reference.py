@@ -123,3 +123,27 @@ def test_one_printed_number_gets_the_same_verdict_in_the_chapter_and_in_the_repo
 def test_report_command_prints_json(capsys, results_tmp):
     assert main(["report", "--profile", "full", "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 132
+
+
+def test_a_missing_data_set_is_named_with_the_command_that_adds_it():
+    from robustode.data.images import data_missing
+
+    assert data_missing("SVHN") == ("data missing (SVHN not in the data folder: "
+                                    "python -m robustode data --fetch SVHN downloads it)")
+    assert data_missing("CIFAR10", "CIFAR100").endswith("--fetch CIFAR10 CIFAR100 downloads them)")
+    with pytest.raises(ValueError, match="names"):
+        data_missing()
+
+
+def test_the_book_folds_the_numbers_that_wait_on_missing_data_into_one_line_per_data_set():
+    from robustode.data.images import data_missing
+    from robustode.report import fold_missing_data
+
+    rows = [row(FGSM, Reproduced((75.0,), "full")), row(FGSM, Reproduced(reason="to be computed by robustode run"))]
+    rows += [row(FGSM, Reproduced(reason=data_missing("SVHN"))) for _ in range(10)]
+    rows += [row(FGSM, Reproduced(reason="data missing (no ImageNet class folders given)")) for _ in range(2)]
+    shown, waiting = fold_missing_data(rows)
+    assert shown == rows[:2]  # evidence, and runs not made for another reason, keep their rows
+    assert waiting == ["10 printed numbers not run: " + data_missing("SVHN"),
+                       "2 printed numbers not run: data missing (no ImageNet class folders given)"]
+    assert fold_missing_data(rows[:2]) == (rows[:2], [])

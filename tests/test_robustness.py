@@ -9,6 +9,7 @@ from robustode.core.evaluation import sanity_checks
 from robustode.core.noise import NoiseAugmentation, gaussian_noise
 from robustode.core.odeblock import ODEBlock
 from robustode.core.regularisers import SteadyState, SteadyStateRegulariser, steady_state_loss
+from robustode.data.images import data_missing
 from robustode.models import build_model, count_parameters
 from robustode.models.robust import ConvField, build
 from robustode.paths import data_dir
@@ -297,7 +298,7 @@ def test_without_data_runs_are_skipped_and_every_table_says_not_run_data_missing
         "defences": robustness.tables.defence_table(store, "MNIST"),
     }
     assert all(rows == [] for rows in tables.values())  # the chapter says why in one line instead:
-    assert robustness.tables.why_empty(store, "MNIST") == "not run: data missing (MNIST files not in the data folder)"
+    assert robustness.tables.why_empty(store, "MNIST") == "not run: " + data_missing("MNIST")
     assert all(r["ours (quick)"].startswith("not run: data missing") for r in robustness.tables.authors_spread(store))
     assert robustness.findings.findings(store, "MNIST") == []
     assert figs.accuracy_curves(robustness.tables.curves(store, "MNIST"), "MNIST") is None

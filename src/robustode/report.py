@@ -13,10 +13,12 @@ import json
 from collections.abc import Callable
 
 from robustode.chapters import anode, attention, robustness
+from robustode.data.images import DATA_MISSING
 from robustode.profiles import tiers
 from robustode.reference import Printed, printed_numbers
 from robustode.store import Store
 from robustode.verdict import Reproduced, judge, row, source_of
+from robustode.wording import not_run, plural
 
 # Which chapter reproduces each section of reference-values.yaml.
 PROVIDERS: dict[str, Callable[[Printed, Store], Reproduced]] = {
@@ -56,6 +58,21 @@ def report_rows(profile: str | None = None) -> list[dict]:
         got = best_evidence(p, stores)
         rows.append({"section": SECTION_TITLES[p.section], "source": source_of(p), **row(p, got)})
     return rows
+
+
+def fold_missing_data(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """One section's rows as the book shows them: every row with evidence or another reason, and instead of a row
+    of "not run" for each number that waits on a data set not on disk, one line per data set saying how many
+    numbers wait on it and how to add it. The command line and the JSON keep every row."""
+    kept, waiting = [], {}
+    prefix = not_run(DATA_MISSING)
+    for r in rows:
+        if r["verdict"].startswith(prefix):
+            reason = r["verdict"].removeprefix(f"{not_run()}:").strip()
+            waiting[reason] = waiting.get(reason, 0) + 1
+        else:
+            kept.append(r)
+    return kept, [f"{plural(n, 'printed number')} not run: {reason}" for reason, n in waiting.items()]
 
 
 def verdict_counts(profile: str | None = None) -> dict[str, int]:

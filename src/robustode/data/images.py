@@ -59,6 +59,19 @@ def is_available(name: str, root: Path | None = None) -> bool:
     return not missing_files(name, root)
 
 
+DATA_MISSING = "data missing"
+
+
+def data_missing(*names: str) -> str:
+    """The one reason for rows that need torchvision data sets not on disk, with the command that adds them:
+    "data missing (SVHN not in the data folder: python -m robustode data --fetch SVHN downloads it)"."""
+    if not names:
+        raise ValueError("data_missing() needs the names of the missing data sets")
+    them = " ".join(names)
+    return (f"{DATA_MISSING} ({', '.join(names)} not in the data folder: python -m robustode data --fetch {them} "
+            f"downloads {'it' if len(names) == 1 else 'them'})")
+
+
 def _missing_message(name: str, root: Path, missing: list[str]) -> str:
     return (
         f"{name} is not in {root}: missing {', '.join(missing)}. Get it with "

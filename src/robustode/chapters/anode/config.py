@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 from robustode.core.odeblock import check_method
-from robustode.data.images import is_available
+from robustode.data.images import data_missing, is_available
 from robustode.profiles import Settings, check_positive, experiment_config
-
-DATA_MISSING = "data missing ({} files not in the data folder)"
-
 
 TABLE_1_ROLES = ("NODE", "ANODE")
 
@@ -37,7 +34,7 @@ def experiment_name(dataset: str) -> str:
 
 def missing_reason(dataset: str) -> str | None:
     """Why ``dataset``'s runs cannot be made here ("data missing (...)"), or None when it is on disk."""
-    return None if is_available(dataset) else DATA_MISSING.format(dataset)
+    return None if is_available(dataset) else data_missing(dataset)
 
 
 def _variants(cfg: dict, dataset: str) -> dict[str, dict]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from robustode.data.images import is_available
+from robustode.data.images import data_missing, is_available
 from robustode.models.attention import DATASETS
 from robustode.profiles import Settings, check_choice, check_positive, experiment_config
 
@@ -76,7 +76,7 @@ def table3_params(name: str, dataset: str, cfg: dict, device_type: str) -> dict:
 
 def missing_reason(dataset: str) -> str:
     """``""`` when the data set is on disk, else "data missing (...)"."""
-    return "" if is_available(dataset) else f"data missing ({dataset} files not in the data folder)"
+    return "" if is_available(dataset) else data_missing(dataset)
 
 
 TRAIN_IMAGES = {"MNIST": 60_000, "FashionMNIST": 60_000, "CIFAR10": 50_000, "CIFAR100": 50_000}

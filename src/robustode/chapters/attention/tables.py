@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterator
 
 from robustode.chapters.attention.config import CONTROLS, METRICS, MODELS, PAPER_NAMES, missing_reason
-from robustode.data.images import IMAGE_SETS, is_available
+from robustode.data.images import IMAGE_SETS, data_missing, is_available
 from robustode.models.attention import CLASSES, DATASETS
 from robustode.reference import Printed, printed, reference_values
 from robustode.results import fmt_mean_sd, mean_sd
@@ -331,7 +331,7 @@ def printed_table_checks(store: Store) -> dict:
 def _not_run_text(datasets: tuple[str, ...]) -> str:
     """Why a number from our runs is absent: data missing for some of ``datasets``, else not run."""
     missing = [d for d in datasets if not is_available(d)]
-    return not_run(f"data missing ({', '.join(missing)} not in the data folder)" if missing else "")
+    return not_run(data_missing(*missing) if missing else "")
 
 
 def available_datasets() -> dict[str, bool]:

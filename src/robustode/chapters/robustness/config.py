@@ -8,6 +8,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from robustode.data import imgnet10
+from robustode.data.images import DATA_MISSING, data_missing
 from robustode.data.images import is_available as torchvision_available
 from robustode.models import model_spec
 from robustode.models.robust import ARCHITECTURES
@@ -163,9 +164,9 @@ def available(dataset: str, imagenet_root: str | None = None) -> tuple[bool, str
     if dataset == "ImgNet10":
         missing = imgnet10.missing_folders(imagenet_root)
         where = f"under {imagenet_root}" if imagenet_root else "given: set the ROBUSTODE_IMAGENET environment variable"
-        return (not missing, "" if not missing else f"data missing (no ImageNet class folders {where})")
+        return (not missing, "" if not missing else f"{DATA_MISSING} (no ImageNet class folders {where})")
     ok = torchvision_available(dataset)
-    return ok, "" if ok else f"data missing ({dataset} files not in the data folder)"
+    return ok, "" if ok else data_missing(dataset)
 
 
 def missing_reason(dataset: str, imagenet_root: str | None = None) -> str:
