@@ -193,7 +193,9 @@ def test_unknown_architecture_is_rejected():
 def test_units_are_blocked_without_the_checkpoints(monkeypatch, results_tmp):
     monkeypatch.delenv(authors.ENV, raising=False)
     units = authors.units("full")
-    assert [u.id for u in units] == ["authors/MNIST/CNN", "authors/MNIST/ODENet", "authors/MNIST/TisODE"]
+    assert [u.id for u in units] == ["authors/MNIST/CNN", "authors/MNIST/ODENet", "authors/MNIST/TisODE",
+                                     "authors-randomised/MNIST/CNN", "authors-randomised/MNIST/ODENet",
+                                     "authors-randomised/MNIST/TisODE"]
     assert {u.requires() for u in units} == {authors.NOT_GIVEN}
     assert "clone github.com/HanshuYAN/TisODE and set ROBUSTODE_AUTHORS_CHECKPOINTS" in authors.NOT_GIVEN
     rows = plan.plan_rows("full", ["authors"], Store("full", results_tmp / "results" / "full"))
@@ -208,8 +210,10 @@ def test_the_plan_takes_the_authors_units_after_the_robustness_chapters_own(monk
     chapters = [i.split("/")[0] for i in ids]
     last_robustness = max(i for i, c in enumerate(chapters) if c == "robustness")
     first_anode = min(i for i, c in enumerate(chapters) if c == "anode")
-    assert [i for i, c in enumerate(chapters) if c == "authors"] == [last_robustness + 1 + k for k in range(3)]
-    assert first_anode == last_robustness + 4
+    evaluations = [i for i, c in enumerate(chapters) if c == "authors"]
+    assert evaluations == [last_robustness + 1 + k for k in range(3)]
+    assert [i for i, c in enumerate(chapters) if c == "authors-randomised"] == [evaluations[-1] + 1 + k for k in range(3)]
+    assert first_anode == last_robustness + 7
     assert not any(c == "authors" for c in (i.split("/")[0] for i in (u.id for u in plan.units("paper-short", "cpu"))))
     assert authors.ENV in cluster.PASSED_ENVIRONMENT  # a cluster job sees the clone too
 
@@ -387,3 +391,81 @@ def test_the_logged_run_of_a_released_checkpoint_is_compared_with_its_evaluation
     assert v.word == "differs" and v.difference == pytest.approx(-0.2)
     got, v = verdict("0.3", "run 2")  # no checkpoint of the second run was released: not this evaluation
     assert not got.exact
+
+
+# ------------------------------------------------------------------------------------ input randomisation
+
+
+def test_randomisation_units_take_the_evaluation_profiles_defence_settings_one_per_model(monkeypatch, tmp_path):
+    monkeypatch.setenv(authors.ENV, str(tmp_path))
+    units = [u for u in authors.units("full") if u.experiment == authors.RANDOMISED]
+    assert [u.run for u in units] == ["CNN", "ODENet", "TisODE"] and all(u.stages == ["randomised"] for u in units)
+    params = units[2].params
+    # paper-short's defences section: input randomisation 10 % larger, EOT over 5 draws, 20 steps, 1 restart, 200 images
+    assert (params["resize_fraction"], params["eot"], params["steps"], params["restarts"], params["images"]) == (
+        0.1, 5, 20, 1, 200)
+    assert params["checkpoint"] == "checkpoints/MNIST_tisode_gaus_1/model_best.pth"
+    # the main evaluation's identity is untouched by the new units (its committed results stay valid)
+    assert authors.config("full")["evaluation"]["defences"] == {"randomise": ()}
+    store = Store("full", tmp_path / "store")
+    assert units[0].status(store).state == plan.PENDING
+    store.write(authors.RANDOMISED, "CNN", params=units[0].params, seed=None, started="now", device="cpu",
+                metrics={"seconds": {"randomised": 2.0, "without defence": 1.0}})
+    assert units[0].status(store).state == plan.DONE and units[0].spent(store) == 3.0
+    assert units[1].status(store).state == plan.PENDING
+
+
+def test_one_pass_of_a_deterministic_model_is_what_eot_over_several_draws_computes():
+    """The equal-attack pairing rests on it: summing k identical gradients keeps every sign (and every zero)."""
+    from robustode.core import attacks
+
+    torch.manual_seed(0)
+    model = build("CNN", "MNIST", width=WIDTH).eval()
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    once = attacks.pgd_strong(model, x, y, 0.3, steps=4, restarts=2, eot=1, seed=3)
+    thrice = attacks.pgd_strong(model, x, y, 0.3, steps=4, restarts=2, eot=3, seed=3)
+    assert once == thrice
+
+
+def _randomised_fixture(store: Store, name: str, plain_robust: int, ir_robust: int, n: int = 200) -> None:
+    """Made-up flags (a fixture, not a result): of the shared attack images, the first ``plain_robust`` resist the model
+    and the first ``ir_robust`` of the first ``n`` resist it behind input randomisation, under every attack."""
+    from robustode.chapters.robustness.config import table_one_rows
+    from robustode.results import pack_flags
+
+    rows = table_one_rows("MNIST")
+    grid = {kind: [v for _, k, v in rows if k == kind] for kind in ("fgsm", "pgd")}
+    plain = pack_flags([i < plain_robust for i in range(1000)])
+    ir = pack_flags([i < ir_robust for i in range(n)])
+    noise = {str(float(v)): 0.98 for _, k, v in rows if k == "gaussian"}
+    store.write(authors.EXPERIMENT, name, params={"model": name}, seed=None, started="now", device="cpu",
+                metrics={"clean": 0.99, "noise": noise, "faithful_flags": {k: {e: plain for e in eps} for k, eps in grid.items()}})
+    strong = {e: {"flags": pack_flags([i < plain_robust for i in range(n)])} for e in grid["pgd"]}
+    store.write(authors.RANDOMISED, name, params={"model": name}, seed=None, started="now", device="cpu",
+                metrics={"randomised": {"images": n, "clean": 0.98, "noise": noise,
+                                        "faithful_flags": {k: {e: ir for e in eps} for k, eps in grid.items()},
+                                        "strong": {e: {"flags": ir} for e in grid["pgd"]}},
+                         "without_defence": {"strong": strong}})
+
+
+def test_randomisation_on_the_checkpoints_is_compared_on_the_same_images_and_decides_the_claim(monkeypatch, tmp_path):
+    from robustode import claims
+    from robustode.chapters.robustness import findings
+
+    monkeypatch.delenv(authors.ENV, raising=False)
+    store = Store("full", tmp_path)
+    assert findings.defence_differences(store) == [] and findings.defence_rows(store) == []
+    for name, plain, ir in (("CNN", 30, 40), ("ODENet", 60, 80), ("TisODE", 70, 100)):
+        _randomised_fixture(store, name, plain, ir)
+    diffs = {(c, a): d for c, a, d in findings.defence_differences(store)}
+    # the plain model's faithful flags are read on the first 200 of its 1,000 images: 70 of 200 robust, 100 with IR
+    assert diffs[("TisODE + input randomisation − TisODE", "FGSM-0.3")].value == pytest.approx(15.0)
+    assert diffs[("TisODE + input randomisation − TisODE", "strong PGD-0.2")].value == pytest.approx(15.0)
+    assert diffs[("TisODE + input randomisation − CNN + input randomisation", "PGD-0.2")].value == pytest.approx(30.0)
+    assert "paired bootstrap over 200 images" in diffs[("CNN + input randomisation − CNN", "PGD-0.3")].method
+    rows = {r["model"]: r for r in findings.defence_rows(store)}
+    assert rows["TisODE"]["FGSM-0.3"] == "35.0" and rows["TisODE + input randomisation"]["strong PGD-0.2"] == "50.0"
+    judged = claims.judge(next(c for c in claims.CLAIMS if c.key == "tisode-plugin-randomisation"), [store])
+    primary = [e for e in judged.effects if e.primary]
+    assert len(primary) == 6 and all("ODENet" not in e.quantity for e in primary)
+    assert judged.verdict == "supported" and judged.decided_by == "full"

@@ -147,3 +147,14 @@ def test_the_book_folds_the_numbers_that_wait_on_missing_data_into_one_line_per_
     assert waiting == ["10 printed numbers not run: " + data_missing("SVHN"),
                        "2 printed numbers not run: data missing (no ImageNet class folders given)"]
     assert fold_missing_data(rows[:2]) == (rows[:2], [])
+
+
+def test_the_books_report_sections_keep_every_row_with_evidence_in_order(results_tmp):
+    from robustode.report import SECTION_TITLES, book_sections, report_rows
+
+    rows = report_rows("full")
+    sections = book_sections(rows)
+    assert [title for title, _, _ in sections] == list(SECTION_TITLES.values())
+    shown = sum(len(kept) for _, kept, _ in sections)
+    waiting = sum(int(line.split()[0]) for _, _, lines in sections for line in lines)
+    assert shown + waiting == len(rows) == 132 and all("section" not in r for _, kept, _ in sections for r in kept)

@@ -75,6 +75,14 @@ def fold_missing_data(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return kept, [f"{plural(n, 'printed number')} not run: {reason}" for reason, n in waiting.items()]
 
 
+def book_sections(rows: list[dict]) -> list[tuple[str, list[dict], list[str]]]:
+    """The report's rows as the book shows them, section by section: ``(title, rows without the section column,
+    one line per missing data set)`` (:func:`fold_missing_data`)."""
+    return [(title, *fold_missing_data([{k: v for k, v in r.items() if k != "section"} for r in rows
+                                        if r["section"] == title]))
+            for title in SECTION_TITLES.values()]
+
+
 def verdict_counts(profile: str | None = None) -> dict[str, int]:
     """How many printed numbers got each verdict word."""
     stores = [Store(profile)] if profile else [Store(t.profile) for t in tiers()]

@@ -61,9 +61,11 @@ from robustode.chapters.robustness.config import config as robustness_config
 from robustode.chapters.robustness.config import missing_reason
 from robustode.chapters.robustness.run import (
     evaluate,
+    evaluate_randomised,
     evaluation_stages,
     merge_stages,
     pass_costs,
+    same_attack_without_defence,
     stage_costs,
     stages_left,
 )
@@ -78,6 +80,8 @@ from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit
 ENV = "ROBUSTODE_AUTHORS_CHECKPOINTS"
 REPOSITORY = "github.com/HanshuYAN/TisODE"
 EXPERIMENT = "authors-MNIST"
+# The same checkpoints behind Xie et al.'s input randomisation (inference only, so nothing to train): one unit each.
+RANDOMISED = "authors-MNIST-randomised"
 # The checkpoints (``checkpoints/MNIST_*_gaus_1``) are the first of the three logged runs of each model.
 RELEASED_RUN = "run 1"
 NOT_GIVEN = f"authors' checkpoints not given: clone {REPOSITORY} and set {ENV} to it"
@@ -547,6 +551,54 @@ def evaluations(store: Store) -> dict[str, dict]:
     return out
 
 
+def randomised_config(profile: str | dict) -> Settings:
+    """:func:`config` with the evaluation profile's ``defences`` (input randomisation's size, EOT draws, PGD steps,
+    restarts and images) for every model of the section."""
+    settings = config(profile)
+    defences = robustness_config(settings["evaluation_profile"], "MNIST")["defences"]
+    evaluation = {**settings["evaluation"], "defences": {**defences, "randomise": list(settings["models"])}}
+    return Settings({**settings, "evaluation": evaluation})
+
+
+def randomised_params(settings: Settings, name: str) -> dict:
+    """What identifies the input-randomisation evaluation of the authors' ``name`` (the settings it reads)."""
+    cfg = settings["evaluation"]
+    d = cfg["defences"]
+    return {"model": name, "checkpoint": settings["checkpoints"][name], "evaluation_profile": settings["evaluation_profile"],
+            "dataset": cfg["dataset"], "noise_images": cfg["noise_images"], "attack_images": cfg["attack_images"],
+            "eval_batch": cfg["eval_batch"], "images": d.get("images") or cfg["strong"]["images"],
+            **{k: d[k] for k in ("resize_fraction", "eot", "steps", "restarts")}}
+
+
+def compute_randomised(name: str, path: Path, relative: str, cfg: dict, device: torch.device,
+                       data: Callable[[], dict]) -> dict:
+    """The authors' ``name`` with input randomisation in front
+    (:func:`~robustode.chapters.robustness.run.evaluate_randomised`: clean, Table I's noise, the faithful attacks
+    with one draw per gradient, strong PGD with EOT; per-image flags kept) and, for a comparison at an equal attack,
+    the same strong PGD on the model without it (:func:`~robustode.chapters.robustness.run.same_attack_without_defence`)."""
+    tic = time.perf_counter()
+    model, read = load_model(name, path)
+    model.to(device).eval()
+    read = {"file": relative, **read, "load_seconds": time.perf_counter() - tic}
+    tic = time.perf_counter()
+    randomised = evaluate_randomised(model, data(), cfg, 0)
+    seconds = time.perf_counter() - tic
+    tic = time.perf_counter()
+    plain = same_attack_without_defence(model, data(), cfg, 0)
+    return {"checkpoint": read, "parameters": count_parameters(model), "randomised": randomised,
+            "without_defence": {"strong": plain},
+            "seconds": {"randomised": seconds, "without defence": time.perf_counter() - tic}}
+
+
+def randomised_evaluations(store: Store) -> dict[str, dict]:
+    """Per model, the results file of its input-randomisation evaluation in ``store`` (``{}`` for a profile
+    without an ``authors`` section)."""
+    if "authors" not in load_profile(store.profile):
+        return {}
+    runs = {r["run"]: r for r in store.runs(RANDOMISED)}
+    return {name: runs[name] for name in config(store.profile)["models"] if name in runs}
+
+
 def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]:
     """One run-plan unit per model of the profile's ``authors`` section (experiment ``authors-MNIST``, run
     ``CNN`` / ``ODENet`` / ``TisODE``); blocked with :data:`NOT_GIVEN` when the checkpoints are not given.
@@ -579,4 +631,36 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
                         stages=stages, kind=f"authors/MNIST/{name}", compute=run, status=status,
                         probe=lambda name=name: probe(name, cfg, stages),
                         requires=lambda path=path: requires(path), priority=index))
+    return out + randomised_units(profile, len(out))
+
+
+def randomised_units(profile: str | dict, first_priority: int = 0) -> list[Unit]:
+    """One unit per model of the ``authors`` section: its checkpoint behind input randomisation (experiment
+    :data:`RANDOMISED`, run ``CNN`` / ``ODENet`` / ``TisODE``; minutes each, one stage, not resumable within)."""
+    settings = randomised_config(profile)
+    cfg = settings["evaluation"]
+    out = []
+    for index, name in enumerate(settings["models"]):
+        relative, path = settings["checkpoints"][name], checkpoint_path(settings, name)
+        params = randomised_params(settings, name)
+
+        def status(store: Store, name: str = name, params: dict = params) -> Progress:
+            if store.run(RANDOMISED, name, params) is not None:
+                return Progress(DONE, "results file written")
+            return Progress(PENDING, "", 0, ["randomised"])
+
+        def run(ctx: Context, name: str = name, path: Path | None = path, relative: str = relative) -> dict:
+            if why := requires(path):
+                raise FileNotFoundError(why)
+            ctx.deadline.check(ctx.stage_estimate("randomised"), f"authors' {name} with input randomisation")
+            return compute_randomised(name, path, relative, cfg, ctx.device, lambda: mnist_test_set(ctx))
+
+        def spent(store: Store, name: str = name, params: dict = params) -> float | None:
+            stored = store.run(RANDOMISED, name, params)
+            return sum(stored["metrics"]["seconds"].values()) if stored is not None else None
+
+        out.append(Unit(id=f"authors-randomised/MNIST/{name}", experiment=RANDOMISED, run=name, params=params,
+                        seed=None, epochs=0, stages=["randomised"], kind=f"authors-randomised/MNIST/{name}",
+                        compute=run, status=status, probe=lambda name=name: probe(name, cfg, ["randomised"]),
+                        requires=lambda path=path: requires(path), priority=first_priority + index, spent=spent))
     return out

@@ -114,6 +114,80 @@ def authors_comparisons(store: Store, pairs: tuple[tuple[str, str], ...] = PAIRS
     return rows
 
 
+IR = "input randomisation"
+
+
+def _per_image(metrics: dict, randomised: dict) -> dict[str, tuple[list[bool], list[bool]]]:
+    """Per attack label, the per-image flags of one checkpoint without and with input randomisation on the images the
+    randomised evaluation attacked (the first ``images`` of the shared attack set): the faithful attacks at Table I's
+    epsilons (the plain model's flags from its main evaluation) and the strong PGD at an equal attack (the same
+    steps, restarts and random starts; :func:`~robustode.chapters.robustness.run.same_attack_without_defence`)."""
+    rand = randomised["metrics"]["randomised"]
+    plain_strong = randomised["metrics"]["without_defence"]["strong"]
+    n = rand["images"]
+    out = {}
+    for _, kind, eps in table_one_rows("MNIST"):
+        if kind == "gaussian":
+            continue
+        plain, mine = _flags(metrics, kind, eps), _flags(rand, kind, eps)
+        if plain is not None and mine is not None:
+            out[f"{kind.upper()}-{eps}"] = (plain[:n], mine)
+    for eps, result in rand["strong"].items():
+        if eps in plain_strong:
+            out[f"strong PGD-{eps}"] = (unpack_flags(plain_strong[eps]["flags"]), unpack_flags(result["flags"]))
+    return out
+
+
+def defence_differences(store: Store) -> list[tuple[str, str, Difference]]:
+    """Input randomisation on Yan et al.'s released checkpoints (``(comparison, attack, difference)``, accuracy
+    points, a paired bootstrap over the attacked images): what it adds to each model (model + IR − model, both under
+    the same attack), and TisODE + IR against the other models + IR. ``[]`` without those evaluations."""
+    from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
+
+    plain, randomised = evaluations(store), randomised_evaluations(store)
+    flags = {name: _per_image(plain[name]["metrics"], randomised[name]) for name in randomised if name in plain}
+    out = []
+    for name, by_attack in flags.items():
+        for attack, (without, with_ir) in by_attack.items():
+            out.append((f"{name} + {IR} − {name}", attack, paired_bootstrap([without], [with_ir])))
+    if "TisODE" in flags:
+        for other in ("CNN", "ODENet"):
+            for attack in [a for a in flags["TisODE"] if a in flags.get(other, {})]:
+                out.append((f"TisODE + {IR} − {other} + {IR}", attack,
+                            paired_bootstrap([flags[other][attack][1]], [flags["TisODE"][attack][1]])))
+    return out
+
+
+def defence_comparison_rows(store: Store) -> list[dict]:
+    """:func:`defence_differences` as table rows."""
+    return [{"comparison": comparison, "attack": attack, "difference [95 % CI]": diff.text(),
+             "interval from": diff.method} for comparison, attack, diff in defence_differences(store)]
+
+
+def defence_rows(store: Store) -> list[dict]:
+    """Accuracy (%) of each released checkpoint without and with input randomisation on the same images and attacks
+    (:func:`_per_image`), plus clean and Gaussian-noise accuracy on the whole test set; ``[]`` without them."""
+    from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
+
+    plain, randomised = evaluations(store), randomised_evaluations(store)
+    rows = []
+    for name, run in randomised.items():
+        if name not in plain:
+            continue
+        rand = run["metrics"]["randomised"]
+        by_attack = _per_image(plain[name]["metrics"], run)
+        for label, metrics, pick in ((name, plain[name]["metrics"], 0), (f"{name} + {IR}", rand, 1)):
+            row = {"model": label, "clean": f"{100 * metrics['clean']:.1f}"}
+            for _, kind, value in table_one_rows("MNIST"):
+                if kind == "gaussian":
+                    row[f"σ = {value}"] = f"{100 * metrics['noise'][str(float(value))]:.1f}"
+            for attack, pair in by_attack.items():
+                row[attack] = f"{100 * sum(pair[pick]) / len(pair[pick]):.1f}"
+            row["images attacked"] = f"{rand['images']:,}"
+            rows.append(row)
+    return rows
+
+
 def _agreement(diff, printed: float) -> str:
     if diff.low is None:
         return "unresolved (no interval)"

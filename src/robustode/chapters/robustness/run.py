@@ -503,14 +503,33 @@ def evaluate_randomised(model: RobustNet, data: dict, cfg: dict, seed: int) -> d
     n = min(d.get("images") or cfg["strong"]["images"] or len(xa), len(xa))
     xa, ya = xa[:n], ya[:n]
     rows = table_one_rows(cfg["dataset"])
+    faithful, flags = _faithful(rand, xa, ya, cfg, None, {k: [v for _, kk, v in rows if kk == k] for k in ("fgsm", "pgd")})
     out = {"extra_pixels": extra, "images": n, "clean": accuracy(rand, xn, yn, cfg["eval_batch"]),
            "noise": {str(float(v)): noise_accuracy(rand, xn, yn, float(v), seed=0, batch_size=cfg["eval_batch"])
                      for _, k, v in rows if k == "gaussian"},
-           "faithful": _faithful(rand, xa, ya, cfg, None, {k: [v for _, kk, v in rows if kk == k] for k in ("fgsm", "pgd")})[0]}
-    strong_cfg = {**cfg, "strong": {**cfg["strong"], "steps": [d["steps"]], "restarts": d["restarts"]}}
-    out["strong"] = {v: _strong(rand, xa, ya, v, strong_cfg, seed, eot=d["eot"], run_autoattack=False)
+           "faithful": faithful, "faithful_flags": flags}
+    out["strong"] = {v: _strong(rand, xa, ya, v, _defence_attack(cfg), seed, eot=d["eot"], run_autoattack=False)
                      for _, k, v in rows if k == "pgd"}
     return out
+
+
+def _defence_attack(cfg: dict) -> dict:
+    """``cfg`` with the strong PGD of the ``defences`` section: its steps and restarts (EOT is the caller's)."""
+    d = cfg["defences"]
+    return {**cfg, "strong": {**cfg["strong"], "steps": [d["steps"]], "restarts": d["restarts"]}}
+
+
+def same_attack_without_defence(model: RobustNet, data: dict, cfg: dict, seed: int) -> dict:
+    """The strong PGD :func:`evaluate_randomised` runs on the randomised model (the ``defences`` steps and restarts,
+    the same images and random starts), on ``model`` itself: without randomisation the model is deterministic, so
+    one pass per step is what EOT over any number of draws computes. The per-image flags pair with the randomised
+    model's for "what does the defence add" at an equal attack (the main strong stage has many more steps and
+    restarts, which would credit the defence with the weaker attack's failures)."""
+    d = cfg["defences"]
+    xa, ya = attack_set(data, cfg)
+    n = min(d.get("images") or cfg["strong"]["images"] or len(xa), len(xa))
+    return {v: _strong(model.eval(), xa[:n], ya[:n], v, _defence_attack(cfg), seed, run_autoattack=False)
+            for _, k, v in table_one_rows(cfg["dataset"]) if k == "pgd"}
 
 
 def trainer_for(cfg: dict, device: torch.device, model: RobustNet | None = None) -> str:
