@@ -469,3 +469,40 @@ def test_randomisation_on_the_checkpoints_is_compared_on_the_same_images_and_dec
     primary = [e for e in judged.effects if e.primary]
     assert len(primary) == 6 and all("ODENet" not in e.quantity for e in primary)
     assert judged.verdict == "supported" and judged.decided_by == "full"
+
+
+def test_seeds_randomised_stage_pairs_each_model_with_its_randomised_copy_at_an_equal_attack(tmp_path):
+    """A seed's own randomised stage now also attacks the model without the defence the same way: the table gets that
+    row and the claim a paired per-image effect; the main strong attack's comparison is shown but never decides."""
+    from robustode import claims
+    from robustode.chapters.robustness.config import table_one_rows
+    from robustode.results import pack_flags
+
+    store = Store("paper-short", tmp_path)
+    rows = table_one_rows("MNIST")
+    grid = {kind: [v for _, k, v in rows if k == kind] for kind in ("fgsm", "pgd")}
+    noise = {str(float(v)): 0.98 for _, k, v in rows if k == "gaussian"}
+    for seed, (plain_robust, ir_robust) in enumerate(((60, 90), (64, 96))):
+        plain = pack_flags([i < plain_robust for i in range(1000)])  # made-up flags: a fixture, not a result
+        ir = pack_flags([i < ir_robust for i in range(200)])
+        equal = pack_flags([i < plain_robust for i in range(200)])
+        metrics = {"clean": 0.99, "noise": noise, "faithful": {k: {e: plain_robust / 1000 for e in eps} for k, eps in grid.items()},
+                   "faithful_flags": {k: {e: plain for e in eps} for k, eps in grid.items()},
+                   "strong": {e: {"accuracy": 0.2} for e in grid["pgd"]},
+                   "randomised": {"images": 200, "clean": 0.98, "noise": noise,
+                                  "faithful": {k: {e: ir_robust / 200 for e in eps} for k, eps in grid.items()},
+                                  "faithful_flags": {k: {e: ir for e in eps} for k, eps in grid.items()},
+                                  "strong": {e: {"accuracy": ir_robust / 200, "flags": ir} for e in grid["pgd"]}},
+                   "without_defence": {"strong": {e: {"flags": equal} for e in grid["pgd"]}}}
+        store.write("robustness-MNIST", f"TisODE-seed{seed}", params={"model": "TisODE"}, seed=seed, started="now",
+                    device="cpu", metrics=metrics)
+    table = {r["model"]: r for r in tables.defence_table(store, "MNIST")}
+    assert list(table) == ["TisODE", "TisODE, same images and attacks as the row below", "TisODE + input randomisation"]
+    assert table["TisODE, same images and attacks as the row below"]["strong PGD-0.2"] == "31.0 ± 1.4 (n = 2)"
+    judged = claims.judge(next(c for c in claims.CLAIMS if c.key == "tisode-plugin-randomisation"), [store])
+    primary = {e.quantity: e for e in judged.effects if e.primary}
+    equal_strong = primary["TisODE + input randomisation − TisODE, strong PGD-0.2, same images and attack (points)"]
+    assert equal_strong.difference.value == pytest.approx(15.5) and equal_strong.runs == "2 seeds"
+    assert len(primary) == 3 and all("cheaper" not in q for q in primary)
+    assert any("cheaper EOT attack" in e.quantity and not e.primary for e in judged.effects)
+    assert judged.verdict == "supported" and judged.decided_by == "paper-short"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from robustode.compare import Difference, welch_interval
+from robustode.compare import Difference, paired_bootstrap, welch_interval
 from robustode.profiles import tiers
 from robustode.results import mean_sd
 from robustode.store import Store
@@ -105,6 +105,7 @@ def _both(*sources: Callable[[Store], list[Effect]]) -> Callable[[Store], list[E
 
 def _defence(base: str, defended: str) -> Callable[[Store], list[Effect]]:
     def evidence(store: Store) -> list[Effect]:
+        from robustode.chapters.robustness.findings import per_image_defence
         from robustode.chapters.robustness.tables import _by_model, _runs
 
         runs = _runs(store, "MNIST")
@@ -113,15 +114,24 @@ def _defence(base: str, defended: str) -> Callable[[Store], list[Effect]]:
         if defended == "randomised":
             rand = [m["randomised"] for m in plain if "randomised" in m]
             label, others = f"{base} + input randomisation − {base}", rand
+            pairs = [per_image_defence(m, m) for m in plain if "randomised" in m]
+            if pairs and all(pairs):  # every seed attacked with and without the defence alike: paired per image
+                for attack in pairs[0]:
+                    diff = paired_bootstrap([p[attack][0] for p in pairs], [p[attack][1] for p in pairs])
+                    out.append(Effect(f"{label}, {attack}, same images and attack (points)", diff, store.profile,
+                                      f"{len(pairs)} seeds", attack in ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")))
         else:
             label, others = f"{defended} − {base}", _by_model(runs, defended)
         if not plain or not others:
-            return []
+            return out
         n = f"{len(plain)} + {len(others)} seeds"
+        # the randomised copy meets a cheaper strong attack than its model's main one: shown, never deciding
+        unequal = " (the randomised model under the cheaper EOT attack)" if defended == "randomised" else ""
         for eps in sorted(set(plain[0]["strong"]) & set(others[0]["strong"])):
             diff = welch_interval([100 * m["strong"][eps]["accuracy"] for m in plain],
                                   [100 * m["strong"][eps]["accuracy"] for m in others])
-            out.append(Effect(f"{label}, strong PGD-{eps} (points)", diff, store.profile, n))
+            out.append(Effect(f"{label}, strong PGD-{eps}{unequal} (points)", diff, store.profile, n,
+                              primary=defended != "randomised"))
         for eps in sorted(set(plain[0]["faithful"]["pgd"]) & set(others[0]["faithful"]["pgd"])):
             diff = welch_interval([100 * m["faithful"]["pgd"][eps] for m in plain],
                                   [100 * m["faithful"]["pgd"][eps] for m in others])

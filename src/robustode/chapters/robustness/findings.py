@@ -4,7 +4,14 @@ survey's model-against-model claims with their uncertainty."""
 from __future__ import annotations
 
 from robustode.chapters.robustness.config import TABLE_MODELS, table_one_rows
-from robustode.chapters.robustness.tables import _by_model, _runs, failed_checks, table_value
+from robustode.chapters.robustness.tables import (
+    _by_model,
+    _flags,
+    _runs,
+    failed_checks,
+    per_image_defence,
+    table_value,
+)
 from robustode.compare import Difference, paired_bootstrap, welch_interval
 from robustode.profiles import tier
 from robustode.reference import reference_values
@@ -32,11 +39,6 @@ def profile_banner(cfg: dict, profile: str) -> str:
         f"{plural(strong['restarts'], 'restart')}); {aa_text} on {aa['images'] or 'all test'} images"
     )
     return f"**Profile `{profile}` — {tier(profile).label}:** {text}."
-
-
-def _flags(metrics: dict, kind: str, eps: str) -> list[bool] | None:
-    packed = metrics.get("faithful_flags", {}).get(kind, {}).get(eps)
-    return unpack_flags(packed) if packed else None
 
 
 def differences(store: Store, dataset: str, a: str, b: str) -> list[tuple[str, Difference, float | None]]:
@@ -117,27 +119,6 @@ def authors_comparisons(store: Store, pairs: tuple[tuple[str, str], ...] = PAIRS
 IR = "input randomisation"
 
 
-def _per_image(metrics: dict, randomised: dict) -> dict[str, tuple[list[bool], list[bool]]]:
-    """Per attack label, the per-image flags of one checkpoint without and with input randomisation on the images the
-    randomised evaluation attacked (the first ``images`` of the shared attack set): the faithful attacks at Table I's
-    epsilons (the plain model's flags from its main evaluation) and the strong PGD at an equal attack (the same
-    steps, restarts and random starts; :func:`~robustode.chapters.robustness.run.same_attack_without_defence`)."""
-    rand = randomised["metrics"]["randomised"]
-    plain_strong = randomised["metrics"]["without_defence"]["strong"]
-    n = rand["images"]
-    out = {}
-    for _, kind, eps in table_one_rows("MNIST"):
-        if kind == "gaussian":
-            continue
-        plain, mine = _flags(metrics, kind, eps), _flags(rand, kind, eps)
-        if plain is not None and mine is not None:
-            out[f"{kind.upper()}-{eps}"] = (plain[:n], mine)
-    for eps, result in rand["strong"].items():
-        if eps in plain_strong:
-            out[f"strong PGD-{eps}"] = (unpack_flags(plain_strong[eps]["flags"]), unpack_flags(result["flags"]))
-    return out
-
-
 def defence_differences(store: Store) -> list[tuple[str, str, Difference]]:
     """Input randomisation on Yan et al.'s released checkpoints (``(comparison, attack, difference)``, accuracy
     points, a paired bootstrap over the attacked images): what it adds to each model (model + IR − model, both under
@@ -145,7 +126,8 @@ def defence_differences(store: Store) -> list[tuple[str, str, Difference]]:
     from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
 
     plain, randomised = evaluations(store), randomised_evaluations(store)
-    flags = {name: _per_image(plain[name]["metrics"], randomised[name]) for name in randomised if name in plain}
+    flags = {name: per_image_defence(plain[name]["metrics"], randomised[name]["metrics"]) for name in randomised
+             if name in plain}
     out = []
     for name, by_attack in flags.items():
         for attack, (without, with_ir) in by_attack.items():
@@ -166,7 +148,7 @@ def defence_comparison_rows(store: Store) -> list[dict]:
 
 def defence_rows(store: Store) -> list[dict]:
     """Accuracy (%) of each released checkpoint without and with input randomisation on the same images and attacks
-    (:func:`_per_image`), plus clean and Gaussian-noise accuracy on the whole test set; ``[]`` without them."""
+    (:func:`per_image_defence`), plus clean and Gaussian-noise accuracy on the whole test set; ``[]`` without them."""
     from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
 
     plain, randomised = evaluations(store), randomised_evaluations(store)
@@ -175,7 +157,7 @@ def defence_rows(store: Store) -> list[dict]:
         if name not in plain:
             continue
         rand = run["metrics"]["randomised"]
-        by_attack = _per_image(plain[name]["metrics"], run)
+        by_attack = per_image_defence(plain[name]["metrics"], run["metrics"])
         for label, metrics, pick in ((name, plain[name]["metrics"], 0), (f"{name} + {IR}", rand, 1)):
             row = {"model": label, "clean": f"{100 * metrics['clean']:.1f}"}
             for _, kind, value in table_one_rows("MNIST"):

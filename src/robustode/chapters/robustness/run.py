@@ -410,7 +410,8 @@ def _stage(stage: str, model: RobustNet, data: dict, cfg: dict, seed: int, piece
             out["field_profile"] = field_profile(model, xa[:n])
         return out
     if stage == "randomised":
-        return {"randomised": evaluate_randomised(model, data, cfg, seed)}
+        return {"randomised": evaluate_randomised(model, data, cfg, seed),
+                "without_defence": {"strong": same_attack_without_defence(model, data, cfg, seed)}}
     raise ValueError(f"unknown evaluation stage {stage!r}")
 
 
@@ -689,7 +690,8 @@ def stage_costs(name: str, cfg: dict, grad_s: float, forward_s: float, nfe: floa
     if name in cfg["defences"]["randomise"]:
         d = cfg["defences"]
         n = min(d.get("images") or n_strong, attack)
-        costs["randomised"] = (n * len(pgd_table_eps(cfg["dataset"])) * d["eot"] * d["steps"] * d["restarts"] * grad_s
+        # the strong PGD with EOT on the randomised model, then once more without the defence (one pass per step)
+        costs["randomised"] = (n * len(pgd_table_eps(cfg["dataset"])) * (d["eot"] + 1) * d["steps"] * d["restarts"] * grad_s
                                + n * 4 * 10 * grad_s + noise_n * 2 * forward_s)
     return costs
 

@@ -24,7 +24,7 @@ from robustode.chapters.robustness.config import (
 from robustode.core.evaluation import sanity_checks
 from robustode.profiles import load_profile
 from robustode.reference import Printed, printed, reference_values
-from robustode.results import fmt_mean_sd, mean_sd
+from robustode.results import fmt_mean_sd, mean_sd, unpack_flags
 from robustode.store import Store
 from robustode.tables import flag
 from robustode.verdict import Reproduced, row
@@ -231,6 +231,8 @@ def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
         if rand:
             variants.append((f"{name} + input randomisation", rand))
         for label, ms in variants:
+            if label != name and (paired := _equal_attack_row(name, mine)):
+                rows.append(paired)
             entry = {"model": label, "clean": fmt_mean_sd([100 * m["clean"] for m in ms])}
             for _, kind, value in table_one_rows(dataset):
                 if kind == "gaussian":
@@ -241,6 +243,48 @@ def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
                 entry[f"strong PGD-{eps}"] = fmt_mean_sd([100 * m["strong"][eps]["accuracy"] for m in ms])
             rows.append(entry)
     return rows
+
+
+def _flags(metrics: dict, kind: str, eps: str) -> list[bool] | None:
+    packed = metrics.get("faithful_flags", {}).get(kind, {}).get(eps)
+    return unpack_flags(packed) if packed else None
+
+
+def per_image_defence(metrics: dict, defended: dict) -> dict[str, tuple[list[bool], list[bool]]]:
+    """Per attack label, the per-image flags of one model without and with input randomisation on the images the
+    randomised evaluation attacked (the first ``images`` of the shared attack set): the faithful attacks at Table I's
+    epsilons (the plain model's flags from its main evaluation, ``metrics``) and the strong PGD at an equal attack
+    (the same steps, restarts and random starts; :func:`~robustode.chapters.robustness.run.same_attack_without_defence`).
+    ``defended``: metrics holding ``randomised`` and ``without_defence`` (a seed's own, or an authors' unit's);
+    ``{}`` for a randomised stage stored before the equal attack was part of it."""
+    if "randomised" not in defended or "without_defence" not in defended:
+        return {}
+    rand = defended["randomised"]
+    plain_strong = defended["without_defence"]["strong"]
+    n = rand["images"]
+    out = {}
+    for _, kind, eps in table_one_rows("MNIST"):
+        if kind == "gaussian":
+            continue
+        plain, mine = _flags(metrics, kind, eps), _flags(rand, kind, eps)
+        if plain is not None and mine is not None:
+            out[f"{kind.upper()}-{eps}"] = (plain[:n], mine)
+    for eps, result in rand["strong"].items():
+        if eps in plain_strong:
+            out[f"strong PGD-{eps}"] = (unpack_flags(plain_strong[eps]["flags"]), unpack_flags(result["flags"]))
+    return out
+
+
+def _equal_attack_row(name: str, runs: list[dict]) -> dict | None:
+    """``name`` on the images its randomised copy was attacked on, under the same attacks (faithful, and the strong
+    PGD of the ``defences`` section), mean ± sd over seeds; ``None`` unless every randomised run holds that."""
+    pairs = [per_image_defence(m, m) for m in runs if "randomised" in m]
+    if not pairs or not all(pairs):
+        return None
+    row = {"model": f"{name}, same images and attacks as the row below"}
+    for attack in pairs[0]:
+        row[attack] = fmt_mean_sd([100 * sum(p[attack][0]) / len(p[attack][0]) for p in pairs])
+    return row
 
 
 def curves(store: Store, dataset: str, models: tuple[str, ...] = TABLE_MODELS) -> dict[str, dict]:
