@@ -3,8 +3,10 @@ the count of pieces left. Steps are stubbed with sleeps and file writes; one slo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -290,6 +292,13 @@ def test_a_piece_killed_mid_run_has_already_packed_the_units_it_finished(tmp_pat
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started
         proc.wait()
+        # a SIGKILL leaves the piece no time to end its steps, each in a group of its own, which its log names
+        log = (out / "piece.log").read_text() if (out / "piece.log").exists() else ""
+        for group in map(int, re.findall(r"process group (\d+)", log)):
+            cmdline = Path(f"/proc/{group}/cmdline")
+            with contextlib.suppress(OSError):  # ended already; and never a reused PID that is not this test's
+                if str(tmp_path) in cmdline.read_bytes().decode(errors="replace"):
+                    os.killpg(group, signal.SIGKILL)
     assert data.exists()
     names = _tar_names(out, "results")
     assert {"robustness-MNIST/unit0.json", "robustness-MNIST/unit1.json", "robustness-MNIST/unit2.json"} <= set(names)

@@ -475,6 +475,8 @@ class PieceRun:
         proc = subprocess.Popen(step.argv(seconds), stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
                                 cwd=self.cwd, start_new_session=True)
         self.started.append(proc.pid)
+        # the group to end should whoever ends this piece not let it end its own children (a SIGKILL)
+        self.say(f"[piece] {step.name}: process group {proc.pid}")
         stop_at = tic + seconds
         while True:
             try:
