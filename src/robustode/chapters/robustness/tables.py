@@ -231,7 +231,7 @@ def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
         if rand:
             variants.append((f"{name} + input randomisation", rand))
         for label, ms in variants:
-            if label != name and (paired := _equal_attack_row(name, mine)):
+            if label != name and (paired := _equal_attack_row(name, mine, dataset)):
                 rows.append(paired)
             entry = {"model": label, "clean": fmt_mean_sd([100 * m["clean"] for m in ms])}
             for _, kind, value in table_one_rows(dataset):
@@ -250,10 +250,10 @@ def _flags(metrics: dict, kind: str, eps: str) -> list[bool] | None:
     return unpack_flags(packed) if packed else None
 
 
-def per_image_defence(metrics: dict, defended: dict) -> dict[str, tuple[list[bool], list[bool]]]:
+def per_image_defence(metrics: dict, defended: dict, dataset: str = "MNIST") -> dict[str, tuple[list[bool], list[bool]]]:
     """Per attack label, the per-image flags of one model without and with input randomisation on the images the
-    randomised evaluation attacked (the first ``images`` of the shared attack set): the faithful attacks at Table I's
-    epsilons (the plain model's flags from its main evaluation, ``metrics``) and the strong PGD at an equal attack
+    randomised evaluation attacked (the first ``images`` of the shared attack set): the faithful attacks at ``dataset``'s
+    Table I epsilons (the plain model's flags from its main evaluation, ``metrics``) and the strong PGD at an equal attack
     (the same steps, restarts and random starts; :func:`~robustode.chapters.robustness.run.same_attack_without_defence`).
     ``defended``: metrics holding ``randomised`` and ``without_defence`` (a seed's own, or an authors' unit's);
     ``{}`` for a randomised stage stored before the equal attack was part of it."""
@@ -263,7 +263,7 @@ def per_image_defence(metrics: dict, defended: dict) -> dict[str, tuple[list[boo
     plain_strong = defended["without_defence"]["strong"]
     n = rand["images"]
     out = {}
-    for _, kind, eps in table_one_rows("MNIST"):
+    for _, kind, eps in table_one_rows(dataset):
         if kind == "gaussian":
             continue
         plain, mine = _flags(metrics, kind, eps), _flags(rand, kind, eps)
@@ -275,10 +275,10 @@ def per_image_defence(metrics: dict, defended: dict) -> dict[str, tuple[list[boo
     return out
 
 
-def _equal_attack_row(name: str, runs: list[dict]) -> dict | None:
+def _equal_attack_row(name: str, runs: list[dict], dataset: str) -> dict | None:
     """``name`` on the images its randomised copy was attacked on, under the same attacks (faithful, and the strong
     PGD of the ``defences`` section), mean ± sd over seeds; ``None`` unless every randomised run holds that."""
-    pairs = [per_image_defence(m, m) for m in runs if "randomised" in m]
+    pairs = [per_image_defence(m, m, dataset) for m in runs if "randomised" in m]
     if not pairs or not all(pairs):
         return None
     row = {"model": f"{name}, same images and attacks as the row below"}
