@@ -155,6 +155,23 @@ def test_the_authors_cnn_maps_onto_ours_and_computes_the_same_function():
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
 
 
+def test_subnormal_weights_are_zeroed_at_load_and_counted(tmp_path):
+    """A third of the authors' weights are subnormal (slow on x86); the loader zeroes them and says how many."""
+    theirs = randomised(AuthorsCNN(width=64)).eval()
+    tiny = torch.finfo(torch.float32).tiny
+    with torch.no_grad():
+        weight = theirs.net[0].weight
+        weight.view(-1)[:7] = torch.tensor([tiny / 2, -tiny / 4, tiny * 2**-20, 1e-45, -1e-45, tiny, 0.0])
+    path = tmp_path / "model_best.pth"
+    path.write_bytes(legacy_bytes(theirs))
+    model, read = authors.load_model("CNN", path)
+    assert read["subnormal_weights_zeroed"] == 5  # tiny itself is normal, and a zero was zero already
+    loaded = model.stem[0].weight.view(-1)[:7]
+    assert loaded[:5].eq(0).all() and loaded[5] == tiny and loaded[6] == 0
+    assert all(((p == 0) | (p.abs() >= tiny)).all() for p in model.parameters())
+    assert authors.zero_subnormals(model) == 0  # nothing left to zero
+
+
 @pytest.mark.parametrize("arch", list(authors.KEY_MAP))
 def test_every_key_map_covers_exactly_our_model(arch):
     model = build(arch, "MNIST", width=WIDTH)
@@ -310,6 +327,14 @@ def test_the_authors_checkpoints_load_and_classify_mnist(arch, parameters):
     # 1,000 test images: the authors' models score about 99 %; a wrong mapping gives chance level (~10 %)
     assert accuracy(model, x[:1000], y[:1000], 500) > 0.97
     assert len(read["sha256"]) == 64
+    # the subnormal weights the loader zeroes change nothing measurable (here the logits came out bit-identical;
+    # 1e-6 leaves room for another CPU's kernels)
+    record, _ = authors.recover_module((Path(REAL) / relative).read_bytes())
+    as_saved = authors.load_weights(build(arch, "MNIST", width=64), record, arch).eval()
+    assert read["subnormal_weights_zeroed"] > 0 and authors.zero_subnormals(as_saved) == read["subnormal_weights_zeroed"]
+    as_saved = authors.load_weights(build(arch, "MNIST", width=64), record, arch).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x[:200]), as_saved(x[:200]), rtol=0, atol=1e-6)
 
 
 def test_an_evaluation_in_progress_shows_its_finished_stages_and_feeds_the_claims(monkeypatch, tmp_path):

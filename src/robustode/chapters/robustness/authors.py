@@ -426,9 +426,29 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def zero_subnormals(model: nn.Module) -> int:
+    """Set every nonzero floating-point parameter and buffer entry below the smallest normal float (2^-126 for float32,
+    about 1.2e-38) to zero, and return how many there were.
+
+    About a third of the authors' MNIST weights are subnormal (weight decay under a learning rate lowered 125-fold
+    shrinks weights that no data gradient holds up geometrically, past the normal range). x86 CPUs compute with
+    subnormal operands in microcode: an input gradient through those checkpoints took 5 to 30 times longer here than
+    through the same weights with those entries at zero, while logits and gradients on real test images came out
+    bit-identical (the terms are below float32's resolution of any sum they enter; checked for all three models)."""
+    count = 0
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tiny = (tensor != 0) & (tensor.abs() < torch.finfo(tensor.dtype).tiny)
+                count += int(tiny.sum())
+                tensor[tiny] = 0.0
+    return count
+
+
 def load_model(arch: str, path: Path | str) -> tuple[RobustNet, dict]:
     """Our ``arch`` (width 64, MNIST) carrying the authors' weights from ``path``, in eval mode, and what was
-    read: file size and SHA-256, the authors' class and the solver settings their module recorded."""
+    read: file size and SHA-256, the authors' class, the solver settings their module recorded and how many subnormal
+    weights were set to zero (:func:`zero_subnormals`)."""
     path = Path(path)
     if arch not in KEY_MAP:
         raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(KEY_MAP)}")
@@ -437,12 +457,14 @@ def load_model(arch: str, path: Path | str) -> tuple[RobustNet, dict]:
     data = path.read_bytes()
     record, _ = recover_module(data)
     model = load_weights(build(arch, "MNIST", width=WIDTH), record, arch).eval()
+    subnormal = zero_subnormals(model)
     recorded = {f"{where or 'model'}.{k}": (v.tolist() if isinstance(v, torch.Tensor) else v)
                 for where, m in record.modules().items() for k, v in m.attributes.items()
                 if k in ("integration_time", "step_size", "method", "rtol", "atol")}
     blocks = model.ode_blocks()
     return model, {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "authors_class": record.type_name,
-                   "recorded_in_checkpoint": recorded, "euler_step_here": blocks[0].step_size if blocks else None}
+                   "recorded_in_checkpoint": recorded, "euler_step_here": blocks[0].step_size if blocks else None,
+                   "subnormal_weights_zeroed": subnormal}
 
 
 # ------------------------------------------------------------------------------------ run plan
