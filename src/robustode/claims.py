@@ -285,7 +285,9 @@ CLAIMS: tuple[Claim, ...] = (
           note="also measured on the authors' released checkpoints (one model each)"),
     Claim("tisode-plugin-randomisation", "TisODE combines with input randomisation and improves it.", "Sec. 6.1.2",
           _both(_defence("TisODE", "randomised"), _authors_randomisation),
-          note="also measured on the authors' released checkpoints, every model under the same attacks"),
+          note="also measured on the authors' released checkpoints, every model under the same attacks; the randomisation "
+               "is applied at inference to models trained without it (Xie et al.'s use; Yan et al. released no code "
+               "for it)"),
     Claim("tisode-plugin-denoising", "TisODE combines with feature denoising and improves it.", "Sec. 6.1.2",
           _defence("TisODE", "TisODE+denoise")),
     Claim("anode-fits", "ANODEs fit what NODEs cannot, with lower loss and fewer function evaluations.",
