@@ -158,3 +158,27 @@ def test_the_books_report_sections_keep_every_row_with_evidence_in_order(results
     shown = sum(len(kept) for _, kept, _ in sections)
     waiting = sum(int(line.split()[0]) for _, _, lines in sections for line in lines)
     assert shown + waiting == len(rows) == 132 and all("section" not in r for _, kept, _ in sections for r in kept)
+
+
+def test_a_build_of_one_profile_never_shows_another_machines_quick_results(results_tmp):
+    """results/quick/ is git-ignored: a full render on a machine that also ran the quick book must not pick it up."""
+    from robustode import claims
+    from robustode.display import evidence
+    from robustode.profiles import evidence_tiers
+    from robustode.report import report_rows
+    from robustode.results import write_result
+
+    assert [t.profile for t in evidence_tiers("full")] == ["full", "paper-short"]
+    assert [t.profile for t in evidence_tiers("quick")] == ["full", "paper-short", "quick"]
+    assert [t.profile for t in evidence_tiers()] == ["full", "paper-short", "quick"]  # the command line: all
+    metrics = {"faithful": {"fgsm": {"0.3": 0.5, "0.5": 0.2}, "pgd": {"0.2": 0.4, "0.3": 0.1}},
+               "noise": {"100.0": 0.9}, "checks": []}
+    write_result(results_tmp / "results" / "quick", "robustness-MNIST", "TisODE-seed0", profile="quick",
+                 params={"model": "TisODE"}, seed=0, started="t", device="cpu", metrics=metrics)
+    assert [s.profile for s in evidence(["robustness-MNIST"], "quick")] == ["quick"]
+    assert [s.profile for s in evidence(["robustness-MNIST"], "full")] == ["full"]
+    key = "MNIST / FGSM ε = 0.3 / TisODE"
+    assert next(r for r in report_rows(build="quick") if r["quantity"] == key)["reproduced"].endswith("quick, cpu)")
+    assert next(r for r in report_rows(build="full") if r["quantity"] == key)["reproduced"] == "—"
+    judged = claims.judge(next(c for c in claims.CLAIMS if c.key == "tisode-vs-odenet"), build="full")
+    assert all(e.profile != "quick" for e in judged.effects)

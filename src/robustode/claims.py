@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from robustode.compare import Difference, paired_bootstrap, welch_interval
-from robustode.profiles import tiers
+from robustode.profiles import evidence_tiers
 from robustode.results import mean_sd
 from robustode.store import Store
 
@@ -318,9 +318,10 @@ class Judged:
     effects: list[Effect]
 
 
-def judge(claim: Claim, stores: list[Store] | None = None) -> Judged:
-    """The claim's evidence in every profile (strongest first) and its verdict (see the module docstring)."""
-    stores = stores if stores is not None else [Store(t.profile) for t in tiers()]
+def judge(claim: Claim, stores: list[Store] | None = None, build: str | None = None) -> Judged:
+    """The claim's evidence in every profile a build of ``build`` shows (strongest first; ``None``: all) and its
+    verdict (see the module docstring)."""
+    stores = stores if stores is not None else [Store(t.profile) for t in evidence_tiers(build)]
     effects = [e for store in stores for e in claim.evidence(store)]
     deciding = [s.profile for s in stores if s.profile != "quick" or claim.exact]
     for profile in deciding:
@@ -340,8 +341,8 @@ def judge(claim: Claim, stores: list[Store] | None = None) -> Judged:
     return Judged(claim, "not tested" if not effects else "not tested (only the quick pipeline check has runs)", "", effects)
 
 
-def scorecard(stores: list[Store] | None = None) -> list[Judged]:
-    return [judge(c, stores) for c in CLAIMS]
+def scorecard(stores: list[Store] | None = None, build: str | None = None) -> list[Judged]:
+    return [judge(c, stores, build) for c in CLAIMS]
 
 
 def scorecard_rows(judged: list[Judged]) -> list[dict]:

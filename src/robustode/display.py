@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from robustode.profiles import tier, tiers
+from robustode.profiles import evidence_tiers, tier
 from robustode.store import Store
 from robustode.wording import device_label, plural  # display.plural: the package's one plural, used by chapters
 
@@ -47,10 +47,11 @@ def show(content: list[dict] | list[str] | str, title: str | None = None, empty:
 
 def evidence(experiments: Iterable[str], profile: str) -> list[Store]:
     """The stores to show for ``experiments``, strongest tier first: every profile holding runs of any of them,
-    and this build's ``profile`` in its place whether it holds runs or not."""
+    and this build's ``profile`` in its place whether it holds runs or not (:func:`robustode.profiles.evidence_tiers`:
+    never another build's uncommitted quick results)."""
     wanted = list(experiments)
     stores = []
-    for t in tiers():
+    for t in evidence_tiers(profile):
         store = Store(t.profile)
         if t.profile == profile or any(store.runs(e) for e in wanted):
             stores.append(store)

@@ -103,23 +103,33 @@ def plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class Tier:
     """What a profile's numbers are worth: ``rank`` orders the evidence (0 = strongest); ``comparable`` says whether
-    they can be judged against the printed numbers at all (only the original protocols can)."""
+    they can be judged against the printed numbers at all (only the original protocols can); ``committed`` whether
+    its results are committed with the book (the quick profile's live only on the machine that made them)."""
 
     profile: str
     rank: int
     comparable: bool
     label: str
+    committed: bool = True
 
 
 def tier(profile: str) -> Tier:
     """The tier of a profile, from its ``tier`` entry."""
     entry = load_profile(profile)["tier"]
-    return Tier(profile, int(entry["rank"]), bool(entry["comparable"]), str(entry["label"]))
+    return Tier(profile, int(entry["rank"]), bool(entry["comparable"]), str(entry["label"]),
+                bool(entry.get("committed", True)))
 
 
 def tiers() -> list[Tier]:
     """Every profile's tier, strongest evidence first."""
     return sorted((tier(name) for name in PROFILES), key=lambda t: t.rank)
+
+
+def evidence_tiers(build: str | None = None) -> list[Tier]:
+    """The tiers whose results a build of profile ``build`` shows, strongest first: every tier whose results are
+    committed, and ``build``'s own. A full render on a machine that has also run the quick book must not pick up
+    those machine-local quick results. ``None``: every tier (the command line, reading this machine's results)."""
+    return [t for t in tiers() if build is None or t.committed or t.profile == build]
 
 
 def experiment_config(profile: str | dict, experiment: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from robustode.chapters import anode, attention, robustness
 from robustode.data.images import DATA_MISSING
-from robustode.profiles import tiers
+from robustode.profiles import evidence_tiers
 from robustode.reference import Printed, printed_numbers
 from robustode.store import Store
 from robustode.verdict import Reproduced, judge, row, source_of
@@ -49,10 +49,15 @@ def best_evidence(p: Printed, stores: list[Store]) -> Reproduced:
     return found or Reproduced(reason="no profile to read")
 
 
-def report_rows(profile: str | None = None) -> list[dict]:
+def _stores(profile: str | None, build: str | None) -> list[Store]:
+    return [Store(profile)] if profile else [Store(t.profile) for t in evidence_tiers(build)]
+
+
+def report_rows(profile: str | None = None, build: str | None = None) -> list[dict]:
     """One row per printed number: section, source, printed, reproduced (n, profile, device), difference with its
-    95 % interval, verdict. ``profile=None``: the best evidence over all profiles."""
-    stores = [Store(profile)] if profile else [Store(t.profile) for t in tiers()]
+    95 % interval, verdict. ``profile=None``: the best evidence over the profiles a build of ``build`` shows
+    (:func:`robustode.profiles.evidence_tiers`; ``None``: all)."""
+    stores = _stores(profile, build)
     rows = []
     for p in printed_numbers():
         got = best_evidence(p, stores)
@@ -83,9 +88,9 @@ def book_sections(rows: list[dict]) -> list[tuple[str, list[dict], list[str]]]:
             for title in SECTION_TITLES.values()]
 
 
-def verdict_counts(profile: str | None = None) -> dict[str, int]:
-    """How many printed numbers got each verdict word."""
-    stores = [Store(profile)] if profile else [Store(t.profile) for t in tiers()]
+def verdict_counts(profile: str | None = None, build: str | None = None) -> dict[str, int]:
+    """How many printed numbers got each verdict word (the evidence of :func:`report_rows`)."""
+    stores = _stores(profile, build)
     counts: dict[str, int] = {}
     for p in printed_numbers():
         word = judge(p, best_evidence(p, stores)).word
