@@ -452,7 +452,8 @@ def test_one_pass_of_a_deterministic_model_is_what_eot_over_several_draws_comput
     assert once == thrice
 
 
-def _randomised_fixture(store: Store, name: str, plain_robust: int, ir_robust: int, n: int = 200) -> None:
+def _randomised_fixture(store: Store, name: str, plain_robust: int, ir_robust: int, n: int = 200,
+                        strong_ir: int | None = None) -> None:
     """Made-up flags (a fixture, not a result): of the shared attack images, the first ``plain_robust`` resist the model
     and the first ``ir_robust`` of the first ``n`` resist it behind input randomisation, under every attack."""
     from robustode.chapters.robustness.config import table_one_rows
@@ -469,7 +470,8 @@ def _randomised_fixture(store: Store, name: str, plain_robust: int, ir_robust: i
     store.write(authors.RANDOMISED, name, params={"model": name}, seed=None, started="now", device="cpu",
                 metrics={"randomised": {"images": n, "clean": 0.98, "noise": noise,
                                         "faithful_flags": {k: {e: ir for e in eps} for k, eps in grid.items()},
-                                        "strong": {e: {"flags": ir} for e in grid["pgd"]}},
+                                        "strong": {e: {"flags": ir if strong_ir is None else pack_flags(
+                                            [i < strong_ir for i in range(n)])} for e in grid["pgd"]}},
                          "without_defence": {"strong": strong}})
 
 
@@ -494,6 +496,12 @@ def test_randomisation_on_the_checkpoints_is_compared_on_the_same_images_and_dec
     primary = [e for e in judged.effects if e.primary]
     assert len(primary) == 6 and all("ODENet" not in e.quantity for e in primary)
     assert judged.verdict == "supported" and judged.decided_by == "full"
+    lines = findings.defence_findings(store)
+    assert len(lines) == 6 and not any("does not confirm" in line for line in lines)
+    # a gain under the single-draw attack that the EOT attack does not show is called what it is
+    _randomised_fixture(store, "TisODE", 70, 100, strong_ir=70)
+    tisode = [line for line in findings.defence_findings(store) if line.startswith("TisODE")]
+    assert len(tisode) == 2 and all("+15.0" in line and "does not confirm" in line for line in tisode)
 
 
 def test_seeds_randomised_stage_pairs_each_model_with_its_randomised_copy_at_an_equal_attack(tmp_path):

@@ -146,6 +146,26 @@ def defence_comparison_rows(store: Store) -> list[dict]:
              "interval from": diff.method} for comparison, attack, diff in defence_differences(store)]
 
 
+def defence_findings(store: Store) -> list[str]:
+    """What input randomisation does to each released checkpoint, read from :func:`defence_differences`: its effect
+    under the faithful single-draw PGD and under the strong PGD with EOT at the same epsilon, and the obfuscation
+    pattern (Athalye et al.) where the first is a gain and the second is not."""
+    diffs = {(c, a): d for c, a, d in defence_differences(store)}
+    out = []
+    for comparison in dict.fromkeys(c for c, _ in diffs if c.endswith(f" + {IR} − {c.split(' + ')[0]}")):
+        name = comparison.split(" + ")[0]
+        for eps in [v for _, k, v in table_one_rows("MNIST") if k == "pgd"]:
+            faithful, strong = diffs.get((comparison, f"PGD-{eps}")), diffs.get((comparison, f"strong PGD-{eps}"))
+            if faithful is None or strong is None:
+                continue
+            line = (f"{name}, ε = {eps}: input randomisation changes the faithful PGD accuracy by {faithful.text()} "
+                    f"points and the strong (EOT) PGD accuracy by {strong.text()}")
+            if faithful.low is not None and faithful.low > 0 and not (strong.low is not None and strong.low > 0):
+                line += ": a gain against the single-draw attack that the averaged gradient does not confirm"
+            out.append(line + ".")
+    return out
+
+
 def defence_rows(store: Store) -> list[dict]:
     """Accuracy (%) of each released checkpoint without and with input randomisation on the same images and attacks
     (:func:`per_image_defence`), plus clean and Gaussian-noise accuracy on the whole test set; ``[]`` without them."""
