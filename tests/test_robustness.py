@@ -211,7 +211,10 @@ def test_a_tiny_run_writes_results_that_the_tables_read_back(monkeypatch, tmp_pa
     rows = robustness.tables.table_one(store, "MNIST", models=("TisODE",))
     assert len(rows) == 5 and all(r["reproduced"].endswith("(n = 1)") for r in rows)  # profile and device: in the caption
     assert all(r["verdict"] == "not comparable" for r in rows)  # the tier is said once, in the caption
-    assert robustness.tables.defence_table(store)[1]["model"] == "TisODE + input randomisation"
+    # the randomised copy, and before it the model itself under the same attacks on the same images
+    assert [r["model"] for r in robustness.tables.defence_table(store)][1:3] == [
+        "TisODE, same images and attacks as the row below", "TisODE + input randomisation"]
+    assert set(metrics["without_defence"]["strong"]) == set(metrics["randomised"]["strong"])
     assert set(metrics["faithful_flags"]["fgsm"]) == set(metrics["faithful"]["fgsm"])  # per-image flags for paired tests
 
 
