@@ -23,6 +23,7 @@ from robustode.compare import Difference, paired_bootstrap, welch_interval
 from robustode.profiles import evidence_tiers
 from robustode.results import mean_sd
 from robustode.store import Store
+from robustode.wording import plural
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _defence(base: str, defended: str) -> Callable[[Store], list[Effect]]:
                 for attack in pairs[0]:
                     diff = paired_bootstrap([p[attack][0] for p in pairs], [p[attack][1] for p in pairs])
                     out.append(Effect(f"{label}, {attack}, same images and attack (points)", diff, store.profile,
-                                      f"{len(pairs)} seeds", attack in ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")))
+                                      plural(len(pairs), "seed"), attack in ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")))
         else:
             label, others = f"{defended} − {base}", _by_model(runs, defended)
         if not plain or not others:
@@ -270,7 +271,7 @@ def _collapse(store: Store) -> list[Effect]:
             stats[0]["max_weight"] - 0.9, None, None, "one run")
         out.append(Effect(f"Classic attention, {dataset}: mean largest weight − 0.9 (collapse: ≥ 0.9); effective rows "
                           f"{mean_sd([a['effective_positions'] for a in stats])[0]:.1f} of {stats[0]['positions']}",
-                          diff, store.profile, f"{len(stats)} seeds"))
+                          diff, store.profile, plural(len(stats), "seed")))
     return out
 
 
