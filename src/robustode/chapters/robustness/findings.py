@@ -119,15 +119,21 @@ def authors_comparisons(store: Store, pairs: tuple[tuple[str, str], ...] = PAIRS
 IR = "input randomisation"
 
 
+def _checkpoints_defended(store: Store) -> dict[str, tuple[dict, dict, dict]]:
+    """Per released checkpoint evaluated with and without input randomisation: its main metrics, the randomisation
+    unit's metrics and their per-image pairing (:func:`per_image_defence`), read once."""
+    from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
+
+    plain, randomised = evaluations(store), randomised_evaluations(store)
+    return {name: (plain[name]["metrics"], run["metrics"], per_image_defence(plain[name]["metrics"], run["metrics"]))
+            for name, run in randomised.items() if name in plain}
+
+
 def defence_differences(store: Store) -> list[tuple[str, str, Difference]]:
     """Input randomisation on Yan et al.'s released checkpoints (``(comparison, attack, difference)``, accuracy
     points, a paired bootstrap over the attacked images): what it adds to each model (model + IR − model, both under
     the same attack), and TisODE + IR against the other models + IR. ``[]`` without those evaluations."""
-    from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
-
-    plain, randomised = evaluations(store), randomised_evaluations(store)
-    flags = {name: per_image_defence(plain[name]["metrics"], randomised[name]["metrics"]) for name in randomised
-             if name in plain}
+    flags = {name: pair for name, (_, _, pair) in _checkpoints_defended(store).items()}
     out = []
     for name, by_attack in flags.items():
         for attack, (without, with_ir) in by_attack.items():
@@ -169,16 +175,10 @@ def defence_findings(store: Store) -> list[str]:
 def defence_rows(store: Store) -> list[dict]:
     """Accuracy (%) of each released checkpoint without and with input randomisation on the same images and attacks
     (:func:`per_image_defence`), plus clean and Gaussian-noise accuracy on the whole test set; ``[]`` without them."""
-    from robustode.chapters.robustness.authors import evaluations, randomised_evaluations
-
-    plain, randomised = evaluations(store), randomised_evaluations(store)
     rows = []
-    for name, run in randomised.items():
-        if name not in plain:
-            continue
-        rand = run["metrics"]["randomised"]
-        by_attack = per_image_defence(plain[name]["metrics"], run["metrics"])
-        for label, metrics, pick in ((name, plain[name]["metrics"], 0), (f"{name} + {IR}", rand, 1)):
+    for name, (plain, defended, by_attack) in _checkpoints_defended(store).items():
+        rand = defended["randomised"]
+        for label, metrics, pick in ((name, plain, 0), (f"{name} + {IR}", rand, 1)):
             row = {"model": label, "clean": f"{100 * metrics['clean']:.1f}"}
             for _, kind, value in table_one_rows("MNIST"):
                 if kind == "gaussian":
