@@ -50,5 +50,50 @@ def test_an_effect_without_an_interval_is_unresolved():
 def test_the_scorecard_command_prints_every_claim_as_json(capsys, results_tmp):
     assert main(["report", "--claims", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [c["key"] for c in out] == [c.key for c in claims.CLAIMS]
+    assert [c["key"] for c in out] == [c.key for c in (*claims.CLAIMS, *claims.CONTROLS)]
+    assert {c["kind"] for c in out} == {"claim", "control"}
     assert all(c["verdict"].startswith("not tested") for c in out)  # an empty results folder tests nothing
+
+
+def _robustness_run(store: Store, model: str, seed: int, robust_images: int) -> None:
+    """A made-up paper-short run (a fixture, not a result): the first ``robust_images`` of the 1,000 attack images
+    robust under every faithful attack."""
+    from robustode.chapters.robustness.config import table_one_rows
+    from robustode.results import pack_flags
+
+    rows = table_one_rows("MNIST")
+    grid = {kind: [v for _, k, v in rows if k == kind] for kind in ("fgsm", "pgd")}
+    flags = pack_flags([i < robust_images for i in range(1000)])
+    metrics = {"clean": 0.99, "noise": {str(float(v)): 0.98 for _, k, v in rows if k == "gaussian"},
+               "attack_images": 1000, "faithful": {k: {e: robust_images / 1000 for e in eps} for k, eps in grid.items()},
+               "faithful_flags": {k: {e: flags for e in eps} for k, eps in grid.items()}, "checks": []}
+    store.write("robustness-MNIST", f"{model}-seed{seed}", params={"model": model, "dataset": "MNIST"}, seed=seed,
+                started="t", device="cpu", metrics=metrics)
+
+
+def test_a_control_is_judged_by_the_claims_rule_and_listed_apart_from_the_claims(tmp_path):
+    store = Store("paper-short", tmp_path / "paper-short")
+    for seed in range(3):
+        _robustness_run(store, "CNN", seed, 300)
+    _robustness_run(store, "ResNet10-tied", 0, 600)
+    for seed in range(2):
+        _robustness_run(store, "ODENet", seed, 600)
+    by = {j.claim.key: j for j in claims.scorecard([store], claims=claims.CONTROLS)}
+    assert all(c.kind == "control" for c in claims.CONTROLS) and all(c.kind == "claim" for c in claims.CLAIMS)
+    assert not {c.key for c in claims.CONTROLS} & {c.key for c in claims.CLAIMS}
+    depth = by["control-depth"]
+    assert (depth.verdict, depth.decided_by) == ("supported", "paper-short")  # +30 points on the same images
+    fgsm = next(e for e in depth.effects if "FGSM-0.3" in e.quantity)
+    assert fgsm.quantity.startswith("ResNet10-tied − CNN") and fgsm.runs == "1 ResNet10-tied + 3 CNN seeds"
+    assert fgsm.difference.value == pytest.approx(30.0) and fgsm.primary
+    # the same flags on the same images: no difference, so the solver hypothesis stays unresolved
+    assert by["control-solver"].verdict == "unresolved"
+    assert by["control-steady"].verdict == "not tested"  # no TisODE ablation in this store
+
+
+def test_the_scorecard_command_prints_the_controls_after_the_claims(capsys, results_tmp):
+    assert main(["report", "--claims"]) == 0
+    out = capsys.readouterr().out
+    claims_part, controls_part = out.split("What the controls say")
+    assert all(c.statement in claims_part for c in claims.CLAIMS)
+    assert all(c.statement in controls_part for c in claims.CONTROLS)

@@ -66,11 +66,16 @@ def _report(args: argparse.Namespace) -> int:
     if args.claims:
         import json
 
-        from robustode.claims import as_json, scorecard, scorecard_rows
+        from robustode.claims import CLAIMS, CONTROLS, as_json, scorecard, scorecard_rows
         from robustode.store import Store
 
-        judged = scorecard([Store(args.profile)] if args.profile else None)
-        print(json.dumps(as_json(judged), indent=1) if args.format == "json" else render(scorecard_rows(judged)))
+        stores = [Store(args.profile)] if args.profile else None
+        judged, controls = scorecard(stores, claims=CLAIMS), scorecard(stores, claims=CONTROLS)
+        if args.format == "json":
+            print(json.dumps(as_json(judged + controls), indent=1))
+        else:
+            print(render(scorecard_rows(judged)) + "\n\nWhat the controls say (hypotheses that qualify the claims):\n\n"
+                  + render(scorecard_rows(controls)))
         return 0
     # Without results every run-based row says "not run"; parameter counts are still checked.
     print(render(report_rows(args.profile), args.format))
