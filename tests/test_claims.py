@@ -97,3 +97,19 @@ def test_the_scorecard_command_prints_the_controls_after_the_claims(capsys, resu
     claims_part, controls_part = out.split("What the controls say")
     assert all(c.statement in claims_part for c in claims.CLAIMS)
     assert all(c.statement in controls_part for c in claims.CONTROLS)
+
+
+def test_each_claims_row_says_what_the_controls_that_qualify_it_say(tmp_path):
+    assert all(c.qualifies in {k.key for k in claims.CLAIMS} and c.short for c in claims.CONTROLS)
+    store = Store("paper-short", tmp_path / "paper-short")
+    for seed in range(3):
+        _robustness_run(store, "CNN", seed, 300)
+    _robustness_run(store, "ResNet10-tied", 0, 600)
+    rows = claims.scorecard_rows(claims.scorecard([store]), claims.scorecard([store], claims=claims.CONTROLS))
+    by = {r["claim"]: r["controls"] for r in rows}
+    odenet = next(c.statement for c in claims.CLAIMS if c.key == "odenet-vs-cnn")
+    assert by[odenet].startswith("depth alone (ResNet10-tied > CNN): supported; the solver (ODENet > ResNet10-tied): "
+                                 "not tested")
+    memory = next(c.statement for c in claims.CLAIMS if c.key == "memory")
+    assert by[memory] == "—"  # no control qualifies it
+    assert "controls" not in claims.scorecard_rows(claims.scorecard([store]))[0]

@@ -59,6 +59,8 @@ class Claim:
     exact: bool = False  # an exact measurement (bytes, counts): any profile may decide it
     note: str = ""
     kind: str = "claim"  # "claim": the survey's; "control": a hypothesis one of the controls tests (CONTROLS)
+    qualifies: str = ""  # a control: the key of the claim it qualifies
+    short: str = ""  # a control: its name in that claim's scorecard row
 
 
 def _signed(diff: Difference, sign: int) -> Difference:
@@ -338,29 +340,36 @@ TABLE_ONE_PRIMARY = ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")
 ROBUSTNESS_CONTROLS: tuple[Claim, ...] = (
     Claim("control-depth", "Ten weight-tied residual steps without an ODE solver are more robust than the CNN, as "
           "the ODENet is.", "qualifies Sec. 5: ODENet vs CNN",
-          _robust_pair("CNN", "ResNet10-tied", TABLE_ONE_PRIMARY), kind="control",
+          _robust_pair("CNN", "ResNet10-tied", TABLE_ONE_PRIMARY),
+          kind="control", qualifies="odenet-vs-cnn", short="depth alone (ResNet10-tied > CNN)",
           note="ResNet10-tied is ODENet's middle with the Euler solver written out (the same function and parameters): "
                "if it beats the CNN, so does a plain ten-step residual network, and the ODENet's edge is depth, not "
                "continuity"),
     Claim("control-solver", "Solving an ODE makes the ten residual steps more robust than writing them out.",
-          "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-tied", "ODENet", TABLE_ONE_PRIMARY), kind="control",
+          "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-tied", "ODENet", TABLE_ONE_PRIMARY),
+          kind="control", qualifies="odenet-vs-cnn", short="the solver (ODENet > ResNet10-tied)",
           note="the same function at Euler step 0.1, trained apart: any difference is training noise, so "
                "'unresolved' is the expected reading; a resolved one would point at the implementation"),
     Claim("control-tying", "Tying the ten steps' weights, as an ODE does, makes the network more robust.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-untied", "ResNet10-tied", TABLE_ONE_PRIMARY),
-          kind="control", note="ResNet10-untied: a field of its own per step, 5.8 times the parameters"),
+          kind="control", qualifies="odenet-vs-cnn", short="weight tying (ResNet10-tied > ResNet10-untied)",
+          note="ResNet10-untied: a field of its own per step, 5.8 times the parameters"),
     Claim("control-steady", "TisODE's steady-state term makes a model more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _both(_robust_pair("TisODE-nosteady", "TisODE", TABLE_ONE_PRIMARY),
-                _robust_pair("ODENet", "ODENet+steady", TABLE_ONE_PRIMARY)), kind="control",
+                _robust_pair("ODENet", "ODENet+steady", TABLE_ONE_PRIMARY)),
+          kind="control", qualifies="tisode-vs-odenet", short="the steady-state term",
           note="TisODE without the term, and ODENet with it"),
     Claim("control-step", "TisODE's halved Euler step (0.05) makes it more robust.", "qualifies Sec. 6: TisODE vs ODENet",
-          _robust_pair("TisODE-step0.1", "TisODE", TABLE_ONE_PRIMARY), kind="control",
+          _robust_pair("TisODE-step0.1", "TisODE", TABLE_ONE_PRIMARY),
+          kind="control", qualifies="tisode-vs-odenet", short="the halved step",
           note="TisODE at ODENet's step 0.1"),
     Claim("control-time", "Dropping the time input makes a model more robust.", "qualifies Sec. 6: TisODE vs ODENet",
-          _robust_pair("ODENet+steady", "TisODE-step0.1", TABLE_ONE_PRIMARY), kind="control",
+          _robust_pair("ODENet+steady", "TisODE-step0.1", TABLE_ONE_PRIMARY),
+          kind="control", qualifies="tisode-vs-odenet", short="no time input",
           note="both with the steady-state term at step 0.1; they differ in the time channel alone"),
     Claim("control-adaptive", "An adaptive solver (dopri5) makes the ODENet more robust.",
-          "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ODENet", "ODENet-dopri5", TABLE_ONE_PRIMARY), kind="control",
+          "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ODENet", "ODENet-dopri5", TABLE_ONE_PRIMARY),
+          kind="control", qualifies="odenet-vs-cnn", short="an adaptive solver (dopri5 > Euler)",
           note="attacked through the adaptive solver; chapter 3 also attacks it through fixed Euler steps, the "
                "solver-masking check"),
 )
@@ -369,11 +378,13 @@ ATTENTION_CONTROLS: tuple[Claim, ...] = (
     Claim("control-score-layout", "The position-aware Conv1d score, which fits Table IV's counts as well, is more "
           "accurate than the LayerNorm score.", "qualifies Sec. 7: Tables III-IV",
           _both(_attention_pair("ODEAttention", "ODEAttention-conv"),
-                _attention_pair("ClassicAttention", "ClassicAttention-conv")), kind="control",
+                _attention_pair("ClassicAttention", "ClassicAttention-conv")),
+          kind="control", qualifies="attention-accuracy", short="the Conv1d score layout",
           note="Table IV's eight counts cannot tell the two layouts apart"),
     Claim("control-layout-claim", "Neural ODE attention is more accurate than classic attention with the Conv1d score "
           "too.", "qualifies Sec. 7: Table III", _attention_pair("ClassicAttention-conv", "ODEAttention-conv"),
-          kind="control", note="the accuracy claim under the other layout the counts allow"),
+          kind="control", qualifies="attention-accuracy", short="ODE > Classic with the Conv1d score",
+          note="the accuracy claim under the other layout the counts allow"),
 )
 
 CONTROLS = ROBUSTNESS_CONTROLS + ATTENTION_CONTROLS
@@ -419,14 +430,21 @@ def scorecard(stores: list[Store] | None = None, build: str | None = None,
     return [judge(c, stores, build) for c in claims]
 
 
-def scorecard_rows(judged: list[Judged]) -> list[dict]:
-    """One row per claim: statement, where the survey makes it, verdict, the profile that decided, effects counted."""
-    return [{"claim": j.claim.statement, "where": j.claim.where, "verdict": j.verdict,
-             "decided by": j.decided_by or "—",
-             "effects (supports / contradicts / unresolved)": "{} / {} / {}".format(
-                 *(sum(e.reading == r for e in j.effects if e.profile == j.decided_by) for r in
-                   ("supports", "contradicts", "unresolved"))) if j.decided_by else "—"}
-            for j in judged]
+def scorecard_rows(judged: list[Judged], controls: list[Judged] | None = None) -> list[dict]:
+    """One row per claim: statement, where the survey makes it, verdict, the profile that decided, effects counted;
+    with ``controls`` (judged :data:`CONTROLS`), what the controls that qualify each claim say, in a last column."""
+    rows = []
+    for j in judged:
+        row = {"claim": j.claim.statement, "where": j.claim.where, "verdict": j.verdict,
+               "decided by": j.decided_by or "—",
+               "effects (supports / contradicts / unresolved)": "{} / {} / {}".format(
+                   *(sum(e.reading == r for e in j.effects if e.profile == j.decided_by) for r in
+                     ("supports", "contradicts", "unresolved"))) if j.decided_by else "—"}
+        if controls is not None:
+            mine = [c for c in controls if c.claim.qualifies == j.claim.key]
+            row["controls"] = "; ".join(f"{c.claim.short}: {c.verdict}" for c in mine) or "—"
+        rows.append(row)
+    return rows
 
 
 def evidence_rows(judged: Judged) -> list[dict]:

@@ -74,7 +74,7 @@ def _report(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(as_json(judged + controls), indent=1))
         else:
-            print(render(scorecard_rows(judged)) + "\n\nWhat the controls say (hypotheses that qualify the claims):\n\n"
+            print(render(scorecard_rows(judged, controls)) + "\n\nWhat the controls say (hypotheses that qualify the claims):\n\n"
                   + render(scorecard_rows(controls)))
         return 0
     # Without results every run-based row says "not run"; parameter counts are still checked.
