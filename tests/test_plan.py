@@ -162,6 +162,35 @@ def test_a_probe_is_re_priced_with_the_units_own_settings_where_the_unit_can(stu
         plan.probed_stages(unit, stale)
 
 
+def test_stage_prices_are_calibrated_by_what_finished_units_took_here(stubbed):
+    """A probe prices an attack as if it ran its course; finished units show what it took on this machine."""
+    store, clock, log = stubbed
+    units = [stub_unit(name, 1, 10.0, clock, log) for name in ("x", "y", "z")]
+    for u in units:
+        u.stages = ["attack", "check"]
+    costs = {u.kind: {"epoch_s": 10.0, "stages_s": {"attack": 1000.0, "check": 10.0}} for u in units}
+    for name, attack_s in (("x", 100.0), ("y", 300.0), ("z", 5000.0)):
+        store.write("stub", name, params={"epochs": 1}, seed=0, started="t", device="cpu",
+                    metrics={"seconds": {"attack": attack_s}})
+    from robustode.results import run_path
+
+    z = run_path(store.root, "stub", "z")  # as if z had run on a GPU
+    z.write_text(z.read_text().replace('"device": "cpu', '"device": "cuda:0 (NVIDIA H200'))
+    assert '"cuda:0 (NVIDIA H200' in z.read_text()
+    calibration = plan.stage_calibration(store, units, costs, "cpu")
+    # x and y ran here: 400 s of 2,000 priced; z's GPU run says nothing about this CPU; no unit timed "check"
+    assert calibration == pytest.approx({"attack": 0.2})
+    pending = stub_unit("w", 1, 10.0, clock, log)
+    progress = plan.Progress(plan.PENDING, "", 1, ["attack", "check"])
+    cost = {pending.kind: {"epoch_s": 10.0, "stages_s": {"attack": 1000.0, "check": 10.0}}}
+    assert plan.remaining_seconds(pending, progress, cost, {}, calibration) == pytest.approx(10.0 + 200.0 + 10.0)
+    # its own kind's finished seeds still come first
+    seen = {"stages_s": {"attack": 700.0}}
+    assert plan.remaining_seconds(pending, progress, cost, seen, calibration) == pytest.approx(10.0 + 700.0 + 10.0)
+    rows = [{"state": plan.PENDING, "_cpu_s": 1.0, "_calibration": calibration}]
+    assert "attack × 0.20" in plan.plan_summary(rows)
+
+
 def test_the_robustness_units_price_their_stages_from_their_own_settings():
     units = {u.id: u for u in plan.units("paper-short", torch.device("cpu"))}
     measured = {"epoch_s": 600.0, "grad_s": 0.01, "forward_s": 0.004, "nfe_forward": 0}

@@ -174,15 +174,42 @@ def probed_stages(unit: Unit, measured: dict) -> dict[str, float]:
     return priced if priced is not None else measured.get("stages_s", {})
 
 
-def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict) -> float | None:
-    """Estimated seconds to finish ``unit`` on the device ``costs`` describe; ``None`` when never measured."""
+def remaining_seconds(unit: Unit, progress: Progress, costs: dict, seen: dict,
+                      calibration: dict[str, float] | None = None) -> float | None:
+    """Estimated seconds to finish ``unit`` on the device ``costs`` describe; ``None`` when never measured. A stage
+    that no other seed of the unit's kind has timed is priced by the probe, times its ``calibration`` factor where
+    one is given (:func:`stage_calibration`)."""
     if progress.state == DONE:
         return 0.0
     measured = {**costs.get(unit.kind, {}), **{k: v for k, v in seen.items() if v}}
     if "epoch_s" not in measured:
         return None
-    stages = {**probed_stages(unit, costs.get(unit.kind, {})), **seen.get("stages_s", {})}
+    probed = {stage: seconds * (calibration or {}).get(stage, 1.0)
+              for stage, seconds in probed_stages(unit, costs.get(unit.kind, {})).items()}
+    stages = {**probed, **seen.get("stages_s", {})}
     return progress.epochs_left * measured["epoch_s"] + sum(stages.get(s, 0.0) for s in progress.stages_left)
+
+
+def stage_calibration(store: Store, chosen: list[Unit], costs: dict, device_type: str = "cpu",
+                      runs: Callable[[str], list[dict]] | None = None) -> dict[str, float]:
+    """Per evaluation stage, the seconds the finished units of ``chosen`` recorded on ``device_type`` over what the
+    probes of their kinds price that stage at (``costs``: that device's probes), summed over the units. A probe
+    prices an attack from gradient times and printed robust fractions, and may have run on a busy machine; what the
+    attacks' early exits and the machine actually gave is this ratio (on this CPU the finished strong stages took a
+    fraction of their price). Stages no finished unit has are left out (factor 1)."""
+    actual: dict[str, float] = {}
+    priced: dict[str, float] = {}
+    for unit in chosen:
+        run = next((r for r in (runs or store.runs)(unit.experiment) if r.get("run") == unit.run), None)
+        if run is None or not str(run.get("provenance", {}).get("device", "")).startswith(device_type):
+            continue
+        seconds = run["metrics"].get("seconds") if isinstance(run.get("metrics"), dict) else None
+        probe = probed_stages(unit, costs.get(unit.kind, {}))
+        for stage, spent in (seconds if isinstance(seconds, dict) else {}).items():
+            if probe.get(stage):
+                actual[stage] = actual.get(stage, 0.0) + spent
+                priced[stage] = priced.get(stage, 0.0) + probe[stage]
+    return {stage: actual[stage] / priced[stage] for stage in actual}
 
 
 def stage_estimator(store: Store, unit: Unit, device: torch.device) -> Callable[[str], float]:
@@ -218,11 +245,13 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
     all_costs = load_costs(store)
     runs = read_once(store)
     rows = []
-    for order, unit in enumerate(select(units(profile, device), only), start=1):
+    every = units(profile, device)
+    calibration = stage_calibration(store, every, all_costs.get("cpu", {}), "cpu", runs)
+    for order, unit in enumerate(select(every, only), start=1):
         why = unit.requires()
         progress = Progress(BLOCKED, why) if why else unit.status(store)
         seen = observed(store, unit, runs)
-        cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen)
+        cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen, calibration)
         gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
         spent = None if progress.state == BLOCKED else spent_seconds(store, unit)
         probe = all_costs.get("cpu", {}).get(unit.kind, {})
@@ -232,7 +261,7 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
                      "CPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(cpu),
                      "GPU left": "—" if progress.state in (DONE, BLOCKED) else fmt_seconds(gpu),
                      "_cpu_s": cpu if progress.state not in (DONE, BLOCKED) else 0.0, "_spent_s": spent or 0.0,
-                     "_busy_probe": unit.kind if busy else None})
+                     "_busy_probe": unit.kind if busy else None, "_calibration": calibration})
     return rows
 
 
@@ -272,6 +301,11 @@ def plan_summary(rows: list[dict]) -> str:
             f"{counts[BLOCKED]} blocked; {fmt_seconds(spent)} of compute recorded so far, "
             f"about {fmt_seconds(left)} of CPU time left here")
     text += f" (+ {unknown} units not measured yet)" if unknown else ""
+    calibration = rows[0].get("_calibration") if rows else None
+    if calibration:
+        text += (". Evaluation stages no seed of their model has run yet are priced by the probe times what the "
+                 "finished units' stages took here over their price: " +
+                 ", ".join(f"{stage} × {factor:.2f}" for stage, factor in sorted(calibration.items())))
     busy = sorted({r["_busy_probe"] for r in rows if r.get("_busy_probe")})
     if busy:
         text += (f". {len(busy)} kind{'s' * (len(busy) != 1)} of unit still priced by a probe taken on a busy machine "
@@ -312,7 +346,8 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
     dev = resolve_device(device)
     store = store or Store(profile_name(profile))
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    chosen = select(units(profile, dev), only)
+    every = units(profile, dev)
+    chosen = select(every, only)
     runnable = [u for u in chosen if not u.requires()]
     outcome = Outcome(skipped=[u.id for u in chosen if u.requires()])
     before = torch.get_num_threads()
@@ -328,7 +363,7 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
         done_before = sum(u.status(store).state == DONE for u in runnable) - len(outcome.finished)
         label = f" (first pass: up to {', '.join(first)})" if first else ""
         for index, unit in enumerate(todo):
-            eta = _eta(store, todo[index:], dev)
+            eta = _eta(store, todo[index:], dev, every)
             log(f"[run] {done_before + len(outcome.finished)}/{total} done · starting {unit.id}{label} · "
                 f"ETA {fmt_seconds(eta)} for this selection · {limit()}")
 
@@ -361,12 +396,15 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
     return outcome
 
 
-def _eta(store: Store, pending: list[Unit], device: torch.device) -> float | None:
+def _eta(store: Store, pending: list[Unit], device: torch.device, every: list[Unit]) -> float | None:
+    """Seconds left for ``pending`` on ``device``, the probes' stage prices calibrated on the finished ones of
+    ``every`` (the profile's units)."""
     costs = load_costs(store).get(device.type, {})
     runs = read_once(store)
+    calibration = stage_calibration(store, every, costs, device.type, runs)
     total = 0.0
     for unit in pending:
-        left = remaining_seconds(unit, unit.status(store), costs, observed(store, unit, runs))
+        left = remaining_seconds(unit, unit.status(store), costs, observed(store, unit, runs), calibration)
         if left is None:
             return None
         total += left
