@@ -27,7 +27,7 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("ResNet10-tied", robust.DATASETS, partial(robust.build, "ResNet10-tied"),
               "control: ODENet's Euler solve written out, 10 weight-tied residual steps h + 0.1 f(h, 0.1k)"),
     ModelSpec("ResNet10-untied", robust.DATASETS, partial(robust.build, "ResNet10-untied"),
-              "control: 10 residual steps h + 0.1 f_k(h, 0.1k), a field of its own per step (10x the middle)"),
+              "control: the same 10 residual steps of scale 0.1 (t as an input), each with a field of its own (10x the middle)"),
     ModelSpec("TisODE-step0.1", robust.DATASETS, partial(robust.build, "TisODE-step0.1"),
               "control: TisODE at ODENet's Euler step 0.1 (steady-state term kept)", steady_state=True),
     ModelSpec("ODENet+steady", robust.DATASETS, partial(robust.build, "ODENet+steady"),
