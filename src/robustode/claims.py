@@ -63,20 +63,16 @@ class Claim:
     short: str = ""  # a control: its name in that claim's scorecard row
 
 
-def _signed(diff: Difference, sign: int) -> Difference:
-    if sign > 0:
-        return diff
-    low = None if diff.high is None else -diff.high
-    high = None if diff.low is None else -diff.low
-    return Difference(-diff.value, low, high, diff.method)
-
-
 def _seeds(b: str, nb: int, a: str, na: int) -> str:
     """The runs behind a difference ``b`` − ``a``, named: "2 ODENet + 3 CNN seeds"."""
     return f"{nb} {b} + {na} {a} seeds"
 
 
 # ---------------------------------------------------------------------------------------- chapters 2-3
+
+TABLE_ONE_PRIMARY = ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")
+"""The effects that decide a Table I comparison: Yan et al.'s headline FGSM and PGD, and the strong PGD."""
+
 
 def _robust_pair(a: str, b: str, primary: tuple[str, ...]) -> Callable[[Store], list[Effect]]:
     def evidence(store: Store) -> list[Effect]:
@@ -121,19 +117,20 @@ def _defence(base: str, defended: str) -> Callable[[Store], list[Effect]]:
         plain = _by_model(runs, base)
         out = []
         if defended == "randomised":
-            rand = [m["randomised"] for m in plain if "randomised" in m]
-            label, others = f"{base} + input randomisation − {base}", rand
+            name, others = f"{base} + input randomisation", [m["randomised"] for m in plain if "randomised" in m]
+            label = f"{name} − {base}"
             pairs = [per_image_defence(m, m) for m in plain if "randomised" in m]
             if pairs and all(pairs):  # every seed attacked with and without the defence alike: paired per image
                 for attack in pairs[0]:
                     diff = paired_bootstrap([p[attack][0] for p in pairs], [p[attack][1] for p in pairs])
                     out.append(Effect(f"{label}, {attack}, same images and attack (points)", diff, store.profile,
-                                      plural(len(pairs), "seed"), attack in ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")))
+                                      plural(len(pairs), "seed"), attack in TABLE_ONE_PRIMARY))
         else:
-            label, others = f"{defended} − {base}", _by_model(runs, defended)
+            name, others = defended, _by_model(runs, defended)
+            label = f"{name} − {base}"
         if not plain or not others:
             return out
-        n = _seeds(label.split(" − ")[0], len(others), base, len(plain))
+        n = _seeds(name, len(others), base, len(plain))
         # the randomised copy meets a cheaper strong attack than its model's main one: shown, never deciding
         unequal = " (the randomised model under the cheaper EOT attack)" if defended == "randomised" else ""
         for eps in sorted(set(plain[0]["strong"]) & set(others[0]["strong"])):
@@ -159,7 +156,7 @@ def _authors_randomisation(store: Store) -> list[Effect]:
     wanted = primary | {f"TisODE + {IR} − ODENet + {IR}"}
     return [Effect(f"{comparison}, {attack} (the authors' checkpoints, MNIST, accuracy points)", diff, store.profile,
                    "the authors' checkpoints, 1 + 1 (interval over images only)",
-                   comparison in primary and attack in ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))
+                   comparison in primary and attack in TABLE_ONE_PRIMARY)
             for comparison, attack, diff in defence_differences(store) if comparison in wanted]
 
 
@@ -226,27 +223,13 @@ def _memory(store: Store) -> list[Effect]:
 
 # ---------------------------------------------------------------------------------------- chapter 4
 
-def _attention(metric: str, sign: int, datasets: tuple[str, ...] = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100"),
-               other: str = "ClassicAttention") -> Callable[[Store], list[Effect]]:
-    def evidence(store: Store) -> list[Effect]:
-        runs = store.runs("attention-table3")
-        out = []
-        for dataset in datasets:
-            ode = [r["metrics"][metric] for r in runs if r["params"]["model"] == "ODEAttention"
-                   and r["params"]["dataset"] == dataset]
-            cls = [r["metrics"][metric] for r in runs if r["params"]["model"] == other and r["params"]["dataset"] == dataset]
-            if ode and cls:
-                scale = 100 if metric == "accuracy" else 1
-                diff = welch_interval([scale * v for v in cls], [scale * v for v in ode])
-                out.append(Effect(f"ODE − {other}, {dataset} {metric}" + (" (points)" if scale == 100 else ""),
-                                  _signed(diff, sign), store.profile, _seeds("ODE", len(ode), other, len(cls))))
-        return out
-    return evidence
-
-
-def _attention_pair(a: str, b: str, datasets: tuple[str, ...] = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100")
+def _attention_pair(a: str, b: str, b_shown: str = "", datasets: tuple[str, ...] = ("MNIST", "FashionMNIST", "CIFAR10",
+                                                                                   "CIFAR100")
                     ) -> Callable[[Store], list[Effect]]:
-    """``b`` − ``a``, test accuracy in points per data set where both have runs: Welch over seeds."""
+    """``b`` − ``a`` (``b`` named ``b_shown`` where given), test accuracy in points per data set where both have runs:
+    Welch over seeds."""
+    shown = b_shown or b
+
     def evidence(store: Store) -> list[Effect]:
         runs = store.runs("attention-table3")
         out = []
@@ -254,8 +237,8 @@ def _attention_pair(a: str, b: str, datasets: tuple[str, ...] = ("MNIST", "Fashi
             acc = {name: [100 * r["metrics"]["accuracy"] for r in runs if r["params"]["model"] == name
                           and r["params"]["dataset"] == dataset] for name in (a, b)}
             if acc[a] and acc[b]:
-                out.append(Effect(f"{b} − {a}, {dataset} accuracy (points)", welch_interval(acc[a], acc[b]),
-                                  store.profile, _seeds(b, len(acc[b]), a, len(acc[a]))))
+                out.append(Effect(f"{shown} − {a}, {dataset} accuracy (points)", welch_interval(acc[a], acc[b]),
+                                  store.profile, _seeds(shown, len(acc[b]), a, len(acc[a]))))
         return out
     return evidence
 
@@ -301,12 +284,12 @@ def _collapse(store: Store) -> list[Effect]:
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("odenet-vs-cnn", "ODENets are more robust than CNNs (Gaussian noise, FGSM, PGD).", "Sec. 5, Table I",
-          _both(_robust_pair("CNN", "ODENet", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")),
-                _authors_pair("CNN", "ODENet", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))),
+          _both(_robust_pair("CNN", "ODENet", TABLE_ONE_PRIMARY),
+                _authors_pair("CNN", "ODENet", TABLE_ONE_PRIMARY)),
           note="also measured on the authors' released checkpoints (one model each)"),
     Claim("tisode-vs-odenet", "TisODE is more robust than the vanilla ODENet.", "Sec. 6, Table I",
-          _both(_robust_pair("ODENet", "TisODE", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")),
-                _authors_pair("ODENet", "TisODE", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))),
+          _both(_robust_pair("ODENet", "TisODE", TABLE_ONE_PRIMARY),
+                _authors_pair("ODENet", "TisODE", TABLE_ONE_PRIMARY)),
           note="also measured on the authors' released checkpoints (one model each)"),
     Claim("tisode-plugin-randomisation", "TisODE combines with input randomisation and improves it.", "Sec. 6.1.2",
           _both(_defence("TisODE", "randomised"), _authors_randomisation),
@@ -320,12 +303,12 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("anode-images", "ANODEs are more accurate than NODEs on images.", "Sec. 3; Dupont et al., Table 1",
           _anode_images),
     Claim("anode-robustness", "ANODEs further enhance the robustness of ODENets.", "Sec. 5; untested in the survey",
-          lambda store: _robust_pair("ODENet", "ODENet-aug8", ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2"))(store),
+          _robust_pair("ODENet", "ODENet-aug8", TABLE_ONE_PRIMARY),
           note="tested by the augmented-ODENet control of chapters 2-3"),
     Claim("attention-accuracy", "Neural ODE attention is more accurate than classic attention.", "Sec. 7, Table III",
-          _attention("accuracy", +1)),
+          _attention_pair("ClassicAttention", "ODEAttention", "ODE")),
     Claim("attention-efficiency", "Neural ODE attention is as accurate with fewer parameters (at equal width).",
-          "Sec. 7, Table IV", _attention("accuracy", +1, other="ClassicAttention-32"),
+          "Sec. 7, Table IV", _attention_pair("ClassicAttention-32", "ODEAttention", "ODE"),
           note="against Classic attention at hidden size 32 (the control); Table IV's counts differ by width alone"),
     Claim("attention-speed", "Neural ODE attention is about ten times faster than classic attention.", "Sec. 7, Table III",
           _speed),
@@ -334,8 +317,6 @@ CLAIMS: tuple[Claim, ...] = (
           _memory, exact=True),
 )
 
-
-TABLE_ONE_PRIMARY = ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")
 
 ROBUSTNESS_CONTROLS: tuple[Claim, ...] = (
     Claim("control-depth", "Ten weight-tied residual steps without an ODE solver are more robust than the CNN, as "
