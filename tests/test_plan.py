@@ -165,7 +165,7 @@ def test_a_probe_is_re_priced_with_the_units_own_settings_where_the_unit_can(stu
 def test_stage_prices_are_calibrated_by_what_finished_units_took_here(stubbed):
     """A probe prices an attack as if it ran its course; finished units show what it took on this machine."""
     store, clock, log = stubbed
-    units = [stub_unit(name, 1, 10.0, clock, log) for name in ("x", "y", "z")]
+    units = [stub_unit(name, 1, 10.0, clock, log) for name in ("x", "y", "z", "v")]
     for u in units:
         u.stages = ["attack", "check"]
     costs = {u.kind: {"epoch_s": 10.0, "stages_s": {"attack": 1000.0, "check": 10.0}} for u in units}
@@ -174,11 +174,14 @@ def test_stage_prices_are_calibrated_by_what_finished_units_took_here(stubbed):
                     metrics={"seconds": {"attack": attack_s}})
     from robustode.results import run_path
 
+    # v's file was written with other parameters than the unit has now: not the unit's run, as its status says
+    store.write("stub", "v", params={"epochs": 2}, seed=0, started="t", device="cpu", metrics={"seconds": {"attack": 9e4}})
     z = run_path(store.root, "stub", "z")  # as if z had run on a GPU
     z.write_text(z.read_text().replace('"device": "cpu', '"device": "cuda:0 (NVIDIA H200'))
     assert '"cuda:0 (NVIDIA H200' in z.read_text()
     calibration = plan.stage_calibration(store, units, costs, "cpu")
-    # x and y ran here: 400 s of 2,000 priced; z's GPU run says nothing about this CPU; no unit timed "check"
+    # x and y ran here: 400 s of 2,000 priced; z's GPU run says nothing about this CPU, v's stale file nothing about
+    # v; no unit timed "check"
     assert calibration == pytest.approx({"attack": 0.2})
     pending = stub_unit("w", 1, 10.0, clock, log)
     progress = plan.Progress(plan.PENDING, "", 1, ["attack", "check"])

@@ -29,7 +29,7 @@ import torch
 
 from robustode.core.budget import Deadline, FirstPassDone, OutOfBudget
 from robustode.profiles import load_profile
-from robustode.results import device_name, now, write_json_atomic
+from robustode.results import config_key, device_name, now, write_json_atomic
 from robustode.store import RunLocked, Store
 from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary)
     BLOCKED,
@@ -200,7 +200,9 @@ def stage_calibration(store: Store, chosen: list[Unit], costs: dict, device_type
     actual: dict[str, float] = {}
     priced: dict[str, float] = {}
     for unit in chosen:
-        run = next((r for r in (runs or store.runs)(unit.experiment) if r.get("run") == unit.run), None)
+        # the unit's own results file, as its status finds it: this run, written with the unit's parameters
+        run = next((r for r in (runs or store.runs)(unit.experiment)
+                    if r.get("run") == unit.run and config_key(r.get("params", {})) == config_key(unit.params)), None)
         if run is None or not str(run.get("provenance", {}).get("device", "")).startswith(device_type):
             continue
         seconds = run["metrics"].get("seconds") if isinstance(run.get("metrics"), dict) else None
