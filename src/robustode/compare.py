@@ -60,8 +60,17 @@ def paired_bootstrap(a: list[list[bool]], b: list[list[bool]], replicates: int =
     diffs = 100 * (acc_b - acc_a)
     tail = (1 - confidence) / 2
     low, high = np.quantile(diffs, [tail, 1 - tail])
-    seeds = f"{len(fa)} and {len(fb)} seeds" if (len(fa), len(fb)) != (1, 1) else "one seed each"
-    return Difference(float(value), float(low), float(high), f"paired bootstrap over {n_images} images and {seeds}")
+    # the counts in the difference's order (b's, then a's), as its label "b − a" reads
+    seeds = f"{len(fb)} and {len(fa)} seeds" if (len(fa), len(fb)) != (1, 1) else "one seed each"
+    method = f"paired bootstrap over {n_images} images and {seeds}"
+    if not diffs.any():  # an interval [0, 0]: say why, as "unresolved" alone would hide it
+        if not fa.any() and not fb.any():
+            method += "; both models at 0 % on every image"
+        elif fa.all() and fb.all():
+            method += "; both models right on every image"
+        else:
+            method += "; no resample differs: the models are right on the same images"
+    return Difference(float(value), float(low), float(high), method)
 
 
 def welch_interval(a: list[float], b: list[float], confidence: float = 0.95) -> Difference:
@@ -70,11 +79,11 @@ def welch_interval(a: list[float], b: list[float], confidence: float = 0.95) -> 
     mb, sb, nb = mean_sd(b)
     value = mb - ma
     if na < 2 or nb < 2:
-        return Difference(value, None, None, f"{na} and {nb} runs: no seed spread")
+        return Difference(value, None, None, f"{nb} and {na} runs: no seed spread")  # b's count first, as b − a
     va, vb = sa * sa / na, sb * sb / nb
     se = math.sqrt(va + vb)
     if se == 0:
         return Difference(value, value, value, "seed spread (all equal)")
     df = (va + vb) ** 2 / (va * va / (na - 1) + vb * vb / (nb - 1))
     half = stats.t.ppf(0.5 + confidence / 2, df) * se
-    return Difference(value, value - half, value + half, f"Welch interval over {na} and {nb} seeds")
+    return Difference(value, value - half, value + half, f"Welch interval over {nb} and {na} seeds")
