@@ -435,3 +435,32 @@ def test_a_run_whose_evaluation_is_in_progress_counts_in_table_one_once_its_stag
     assert summary["evaluation"] == "in progress: strong 0.2, strong 0.3, sanity left"
     assert "1 more in progress" in caption(store, [experiment])
     assert robustness.tables.strong_table(store, "MNIST") == []  # the strong attacks have not run
+
+
+def test_a_control_in_its_evaluation_shows_beside_its_model_with_the_strong_attacks_pending(monkeypatch, tmp_path):
+    from robustode.chapters.robustness.config import run_params, training_params
+    from robustode.chapters.robustness.run import make_model, planned_runs
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    store = Store("paper-short", tmp_path / "r")
+    kinds = robustness.config.table_one_rows("MNIST")
+    history = {"epochs": [{"epoch": 1, "seconds": 60.0, "val_noisy_accuracy": 0.9}], "best_epoch": 1}
+    planned = {(seed, name): cfg for seed, name, cfg, _ in planned_runs("paper-short")["MNIST"]}
+    for name, accuracy in (("ODENet", 0.5), ("ResNet10-tied", 0.25)):
+        cfg = planned[(0, name)]
+        store.save_model("robustness-MNIST", f"{name}-seed0", training_params(name, cfg),
+                         make_model(name, cfg).state_dict(), history=history, trainer="plain")
+        noise = {"metrics": {"clean": 0.99, "noise_images": 10_000,
+                             "noise": {str(float(v)): 0.9 for _, k, v in kinds if k == "gaussian"}}, "seconds": 1.0}
+        faithful = {"metrics": {"attack_images": 1000, "faithful": {
+            kind: {v: accuracy for _, k, v in kinds if k == kind} for kind in ("fgsm", "pgd")}}, "seconds": 1.0}
+        store.save_partial("robustness-MNIST", f"{name}-seed0", run_params(name, cfg),
+                           {"noise": noise, "faithful": faithful, "device": "cpu (test)"})
+    rows = {r["model"]: r for r in robustness.tables.controls_table(store, "MNIST")}
+    assert list(rows) == ["ODENet", "ResNet10-tied"]  # shown while the strong attacks are still to come
+    tied = rows["ResNet10-tied"]
+    assert tied["controls"] == "ODENet" and tied["seeds"] == "0 (in progress)"
+    assert tied["FGSM-0.3"] == "25.0 (n = 1)" and rows["ODENet"]["FGSM-0.3"] == "50.0 (n = 1)"
+    assert tied["strong PGD-0.2"] == "pending" and tied["failed sanity checks"] == "—"  # unchecked is not passed
+    [odenet] = robustness.tables.defence_table(store)  # the defence table's base rows likewise
+    assert odenet["model"] == "ODENet" and odenet["PGD-0.2"] == "50.0 (n = 1)" and odenet["strong PGD-0.3"] == "pending"

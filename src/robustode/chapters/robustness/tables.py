@@ -219,8 +219,9 @@ def authors_spread(store: Store, models: tuple[str, ...] = TABLE_MODELS) -> list
 
 
 def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
-    """Sec. 5.3: each model alone, with feature denoising, with input randomisation (%, mean ± sd over seeds)."""
-    runs = _runs(store, dataset)
+    """Sec. 5.3: each model alone, with feature denoising, with input randomisation (%, mean ± sd over seeds). Runs
+    still in their evaluation count once Table I's stages are done (strong PGD not yet run reads "pending")."""
+    runs = _runs(store, dataset, in_progress=True)
     rows = []
     for name in MAIN_MODELS:
         mine = _by_model(runs, name)
@@ -240,7 +241,7 @@ def defence_table(store: Store, dataset: str = "MNIST") -> list[dict]:
                 else:
                     entry[f"{kind.upper()}-{value}"] = fmt_mean_sd([100 * m["faithful"][kind][value] for m in ms])
             for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
-                entry[f"strong PGD-{eps}"] = fmt_mean_sd([100 * m["strong"][eps]["accuracy"] for m in ms])
+                entry[f"strong PGD-{eps}"] = _strong_cell(ms, eps)
             rows.append(entry)
     return rows
 
@@ -362,33 +363,43 @@ def _control_cells(mine: list[dict], dataset: str) -> dict[str, str]:
         label = f"σ = {value}" if kind == "gaussian" else f"{kind.upper()}-{value}"
         cells[label] = fmt_mean_sd([table_value(m, kind, value) for m in mine])
     for eps in [v for _, k, v in table_one_rows(dataset) if k == "pgd"]:
-        cells[f"strong PGD-{eps}"] = fmt_mean_sd([100 * m["strong"][eps]["accuracy"] for m in mine])
+        cells[f"strong PGD-{eps}"] = _strong_cell(mine, eps)
     return cells
+
+
+def _strong_cell(mine: list[dict], eps: str) -> str:
+    """Strong PGD at ``eps``, mean ± sd over the runs that have run it; "pending" when runs exist and none has."""
+    have = [100 * m["strong"][eps]["accuracy"] for m in mine if eps in m.get("strong", {})]
+    return fmt_mean_sd(have) if have or not mine else "pending"
 
 
 def controls_table(store: Store, dataset: str) -> list[dict]:
     """Each control (issue 13) beside the model it controls: clean accuracy, Table I's perturbations with Yan et
     al.'s faithful attacks (MNIST: σ = 100, FGSM-0.3 / 0.5, PGD-0.2 / 0.3) and strong PGD at Table I's PGD
     epsilons, % as mean ± sd over seeds with n, the parameter count, what the control changes and how many of its
-    runs' sanity checks failed. Grouped by the controlled model, which comes first ("not run" where it has no runs
-    yet); ``[]`` when no control has runs."""
+    runs' sanity checks failed. Runs still in their evaluation count once Table I's stages are done (their seed says
+    "in progress"; strong PGD not yet run reads "pending", unchecked runs are not counted as passing). Grouped by
+    the controlled model, which comes first ("not run" where it has no runs yet); ``[]`` when no control has runs."""
     from robustode.models import model_spec
 
-    runs = _runs(store, dataset)
+    runs = _runs(store, dataset, in_progress=True)
     present = [c for c in CONTROLS if _by_model(runs, c)]
     rows = []
     for reference in dict.fromkeys(controlled(c) for c in present):
         for name in (reference, *(c for c in present if controlled(c) == reference)):
             mine = _by_model(runs, name)
             mine_runs = [r for r in runs if r["params"]["model"] == name]
-            failed = sum(not c["ok"] for r in mine_runs for c in checks_of(r))
+            checked = [r for r in mine_runs if "sanity" in r["metrics"]]
+            failed = sum(not c["ok"] for r in checked for c in checks_of(r))
             rows.append({
                 "model": name, "controls": "" if name == reference else reference,
                 "what differs": "" if name == reference else model_spec(name).description.removeprefix("control: "),
                 "parameters": f"{mine[0]['parameters']:,}" if mine else "—",
-                "seeds": ", ".join(str(r["seed"]) for r in mine_runs) or why_empty(store, dataset),
+                "seeds": ", ".join(f"{r['seed']}{' (in progress)' if 'partial' in r else ''}" for r in mine_runs)
+                or why_empty(store, dataset),
                 **_control_cells(mine, dataset),
-                "failed sanity checks": str(failed) if mine else "—",
+                "failed sanity checks": "—" if not checked else str(failed) if len(checked) == len(mine_runs)
+                else f"{failed} ({len(checked)} of {len(mine_runs)} runs checked)",
             })
     return rows
 
