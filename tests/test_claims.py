@@ -53,6 +53,23 @@ def test_the_scorecard_command_prints_every_claim_as_json(capsys, results_tmp):
     assert [c["key"] for c in out] == [c.key for c in (*claims.CLAIMS, *claims.CONTROLS)]
     assert {c["kind"] for c in out} == {"claim", "control"}
     assert all(c["verdict"].startswith("not tested") for c in out)  # an empty results folder tests nothing
+    why = {c["key"]: c["untested"] for c in out}
+    assert "ODENet-aug8, both in the run plan of the paper-short profile" in why["anode-robustness"]
+    assert "TisODE+denoise, both in the run plan of the full profile" in why["tisode-plugin-denoising"]
+
+
+def test_an_untested_claim_says_which_plan_would_test_it_and_every_model_it_needs_is_planned():
+    robustness = [c for c in (*claims.CLAIMS, *claims.CONTROLS) if c.needs]
+    assert {c.key for c in robustness} >= {"odenet-vs-cnn", "anode-robustness", "control-adaptive"}
+    for c in robustness:  # a model no profile plans would leave its claim untestable: say so here, not in the book
+        assert claims.why_untested(c).startswith("no runs yet: the evidence"), c.key
+    steady = next(c for c in claims.CONTROLS if c.key == "control-steady")
+    assert "TisODE-nosteady, TisODE, ODENet and ODENet+steady, all in" in claims.why_untested(steady)
+    judged = claims.judge(claims.Claim("x", "a claim", "nowhere", lambda store: [], needs=("ResNet10-tied",)), STORES)
+    assert claims.as_json([judged])[0]["untested"].startswith("no runs yet: the evidence reads ResNet10-tied's runs")
+    assert claims.why_untested(claims.Claim("y", "a claim", "nowhere", lambda store: [])) == "no runs yet"
+    with_runs = claims.judge(claim_with({"paper-short": [(2.0, 1.0, 3.0)]}), STORES)
+    assert claims.as_json([with_runs])[0]["untested"] is None
 
 
 def _robustness_run(store: Store, model: str, seed: int, robust_images: int) -> None:

@@ -16,6 +16,7 @@ Every effect names its profile, its number of runs and how its interval was made
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,6 +62,8 @@ class Claim:
     kind: str = "claim"  # "claim": the survey's; "control": a hypothesis one of the controls tests (CONTROLS)
     qualifies: str = ""  # a control: the key of the claim it qualifies
     short: str = ""  # a control: its name in that claim's scorecard row
+    needs: tuple[str, ...] = ()  # chapters 2-3 models whose runs the evidence reads (for why_untested)
+    untested: str = ""  # why there are no runs, where ``needs`` cannot say it
 
 
 def _seeds(b: str, nb: int, a: str, na: int) -> str:
@@ -286,25 +289,33 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("odenet-vs-cnn", "ODENets are more robust than CNNs (Gaussian noise, FGSM, PGD).", "Sec. 5, Table I",
           _both(_robust_pair("CNN", "ODENet", TABLE_ONE_PRIMARY),
                 _authors_pair("CNN", "ODENet", TABLE_ONE_PRIMARY)),
-          note="also measured on the authors' released checkpoints (one model each)"),
+          note="also measured on the authors' released checkpoints (one model each)",
+          needs=("CNN", "ODENet")),
     Claim("tisode-vs-odenet", "TisODE is more robust than the vanilla ODENet.", "Sec. 6, Table I",
           _both(_robust_pair("ODENet", "TisODE", TABLE_ONE_PRIMARY),
                 _authors_pair("ODENet", "TisODE", TABLE_ONE_PRIMARY)),
-          note="also measured on the authors' released checkpoints (one model each)"),
+          note="also measured on the authors' released checkpoints (one model each)",
+          needs=("ODENet", "TisODE")),
     Claim("tisode-plugin-randomisation", "TisODE combines with input randomisation and improves it.", "Sec. 6.1.2",
           _both(_defence("TisODE", "randomised"), _authors_randomisation),
           note="also measured on the authors' released checkpoints, every model under the same attacks; the randomisation "
                "is applied at inference to models trained without it (Xie et al.'s use; Yan et al. released no code "
-               "for it)"),
+               "for it)",
+          needs=("TisODE",)),
     Claim("tisode-plugin-denoising", "TisODE combines with feature denoising and improves it.", "Sec. 6.1.2",
-          _defence("TisODE", "TisODE+denoise")),
+          _defence("TisODE", "TisODE+denoise"),
+          needs=("TisODE", "TisODE+denoise")),
     Claim("anode-fits", "ANODEs fit what NODEs cannot, with lower loss and fewer function evaluations.",
           "Sec. 3, Figs. 1-3", _anode_fits),
     Claim("anode-images", "ANODEs are more accurate than NODEs on images.", "Sec. 3; Dupont et al., Table 1",
-          _anode_images),
+          _anode_images,
+          untested="no runs yet: Dupont et al.'s MNIST models (20 epochs of a dopri5 conv ODE trained through the "
+                   "adjoint) are in the full profile's run plan only (`python -m robustode run --profile full --only "
+                   "anode/MNIST`)"),
     Claim("anode-robustness", "ANODEs further enhance the robustness of ODENets.", "Sec. 5; untested in the survey",
           _robust_pair("ODENet", "ODENet-aug8", TABLE_ONE_PRIMARY),
-          note="tested by the augmented-ODENet control of chapters 2-3"),
+          note="tested by the augmented-ODENet control of chapters 2-3",
+          needs=("ODENet", "ODENet-aug8")),
     Claim("attention-accuracy", "Neural ODE attention is more accurate than classic attention.", "Sec. 7, Table III",
           _attention_pair("ClassicAttention", "ODEAttention", "ODE")),
     Claim("attention-efficiency", "Neural ODE attention is as accurate with fewer parameters (at equal width).",
@@ -325,34 +336,41 @@ ROBUSTNESS_CONTROLS: tuple[Claim, ...] = (
           kind="control", qualifies="odenet-vs-cnn", short="depth alone",
           note="ResNet10-tied is ODENet's middle with the Euler solver written out (the same function and parameters): "
                "if it beats the CNN, so does a plain ten-step residual network, and the ODENet's edge is depth, not "
-               "continuity"),
+               "continuity",
+          needs=("CNN", "ResNet10-tied")),
     Claim("control-solver", "Solving an ODE makes the ten residual steps more robust than writing them out.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-tied", "ODENet", TABLE_ONE_PRIMARY),
           kind="control", qualifies="odenet-vs-cnn", short="the solver",
           note="the same function at Euler step 0.1, trained apart: any difference is training noise, so "
-               "'unresolved' is the expected reading; a resolved one would point at the implementation"),
+               "'unresolved' is the expected reading; a resolved one would point at the implementation",
+          needs=("ResNet10-tied", "ODENet")),
     Claim("control-tying", "Tying the ten steps' weights, as an ODE does, makes the network more robust.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-untied", "ResNet10-tied", TABLE_ONE_PRIMARY),
           kind="control", qualifies="odenet-vs-cnn", short="weight tying",
-          note="ResNet10-untied: a field of its own per step, 5.8 times the parameters"),
+          note="ResNet10-untied: a field of its own per step, 5.8 times the parameters",
+          needs=("ResNet10-untied", "ResNet10-tied")),
     Claim("control-steady", "TisODE's steady-state term makes a model more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _both(_robust_pair("TisODE-nosteady", "TisODE", TABLE_ONE_PRIMARY),
                 _robust_pair("ODENet", "ODENet+steady", TABLE_ONE_PRIMARY)),
           kind="control", qualifies="tisode-vs-odenet", short="the steady-state term",
-          note="TisODE without the term, and ODENet with it"),
+          note="TisODE without the term, and ODENet with it",
+          needs=("TisODE-nosteady", "TisODE", "ODENet", "ODENet+steady")),
     Claim("control-step", "TisODE's halved Euler step (0.05) makes it more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _robust_pair("TisODE-step0.1", "TisODE", TABLE_ONE_PRIMARY),
           kind="control", qualifies="tisode-vs-odenet", short="the halved step",
-          note="TisODE at ODENet's step 0.1"),
+          note="TisODE at ODENet's step 0.1",
+          needs=("TisODE-step0.1", "TisODE")),
     Claim("control-time", "Dropping the time input makes a model more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _robust_pair("ODENet+steady", "TisODE-step0.1", TABLE_ONE_PRIMARY),
           kind="control", qualifies="tisode-vs-odenet", short="no time input",
-          note="both with the steady-state term at step 0.1; they differ in the time channel alone"),
+          note="both with the steady-state term at step 0.1; they differ in the time channel alone",
+          needs=("ODENet+steady", "TisODE-step0.1")),
     Claim("control-adaptive", "An adaptive solver (dopri5) makes the ODENet more robust.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ODENet", "ODENet-dopri5", TABLE_ONE_PRIMARY),
           kind="control", qualifies="odenet-vs-cnn", short="dopri5",
           note="attacked through the adaptive solver; chapter 3 also attacks it through fixed Euler steps, the "
-               "solver-masking check"),
+               "solver-masking check",
+          needs=("ODENet", "ODENet-dopri5")),
 )
 
 ATTENTION_CONTROLS: tuple[Claim, ...] = (
@@ -405,6 +423,31 @@ def judge(claim: Claim, stores: list[Store] | None = None, build: str | None = N
     return Judged(claim, "not tested" if not effects else "not tested (only the quick pipeline check has runs)", "", effects)
 
 
+@functools.cache
+def _planned_models(profile: str) -> frozenset[str]:
+    """The chapters 2-3 models (main and controls) the run plan of ``profile`` trains."""
+    from robustode.chapters.robustness.run import planned_runs
+
+    return frozenset(name for runs in planned_runs(profile).values() for _, name, _, _ in runs)
+
+
+def why_untested(claim: Claim) -> str:
+    """Why ``claim`` has no runs to judge: its own ``untested`` text, else the profiles whose run plan has the
+    chapters 2-3 models its evidence reads (``needs``), strongest-evidence first; "no runs yet" without either."""
+    if claim.untested or not claim.needs:
+        return claim.untested or "no runs yet"
+    plans = [p for p in ("paper-short", "full") if set(claim.needs) <= _planned_models(p)]
+    models = " and ".join([", ".join(claim.needs[:-1]), claim.needs[-1]] if len(claim.needs) > 1 else claim.needs)
+    if not plans:
+        return f"no runs: no profile's run plan has {models}"
+    schedule = {"paper-short": "the paper's models for 5 of their 100 epochs",
+                "full": "Yan et al.'s 100-epoch schedule, GPU-sized"}
+    reads = (f"the evidence compares {models}, both" if len(claim.needs) == 2 else
+             f"the evidence reads {models}'s runs," if len(claim.needs) == 1 else f"the evidence reads {models}, all")
+    return (f"no runs yet: {reads} in the run plan of the {plans[0]} profile ({schedule[plans[0]]}; "
+            f"`python -m robustode run --profile {plans[0]}`)")
+
+
 def scorecard(stores: list[Store] | None = None, build: str | None = None,
               claims: tuple[Claim, ...] = CLAIMS) -> list[Judged]:
     """``claims`` (the survey's, or :data:`CONTROLS`) judged on the stores of a build."""
@@ -439,6 +482,7 @@ def evidence_rows(judged: Judged) -> list[dict]:
 def as_json(judged: list[Judged]) -> list[dict]:
     return [{"key": j.claim.key, "kind": j.claim.kind, "claim": j.claim.statement, "where": j.claim.where, "verdict": j.verdict,
              "decided_by": j.decided_by or None, "note": j.claim.note or None,
+             "untested": why_untested(j.claim) if j.verdict.startswith("not tested") else None,
              "effects": [{"profile": e.profile, "quantity": e.quantity, "value": e.difference.value,
                           "low": e.difference.low, "high": e.difference.high, "interval": e.difference.method,
                           "reading": e.reading, "primary": e.primary, "runs": e.runs} for e in j.effects]}
