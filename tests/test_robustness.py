@@ -464,3 +464,15 @@ def test_a_control_in_its_evaluation_shows_beside_its_model_with_the_strong_atta
     assert tied["strong PGD-0.2"] == "pending" and tied["failed sanity checks"] == "—"  # unchecked is not passed
     [odenet] = robustness.tables.defence_table(store)  # the defence table's base rows likewise
     assert odenet["model"] == "ODENet" and odenet["PGD-0.2"] == "50.0 (n = 1)" and odenet["strong PGD-0.3"] == "pending"
+
+
+def test_the_device_of_runs_counts_the_runs_that_did_not_record_one():
+    from robustode.chapters.robustness.tables import device_of
+
+    def ran_on(device):
+        return {"provenance": {"device": device}}
+
+    assert device_of([ran_on("cpu (x86_64, 2 cores)"), ran_on("cpu (arm64)")]) == "cpu"
+    assert device_of([ran_on("cuda (H200)"), ran_on("cpu (x86_64)")]) == "cpu and cuda"
+    assert device_of([ran_on("cpu (x86_64)"), ran_on("not recorded")]) == "cpu; 1 run's device not recorded"
+    assert device_of([ran_on("not recorded")] * 2) == "device not recorded (2 runs)"

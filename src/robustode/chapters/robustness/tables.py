@@ -64,7 +64,15 @@ def authors_why_empty(store: Store) -> str:
 
 
 def device_of(runs: list[dict]) -> str:
-    return ", ".join(sorted({r["provenance"]["device"].split(" (")[0] for r in runs}))
+    """The devices ``runs`` ran on ("cpu", "cpu and cuda"), and how many runs recorded none (partial files written
+    before the device was kept): "cpu; 2 runs' device not recorded"."""
+    devices = [r["provenance"]["device"].split(" (")[0] for r in runs]
+    unknown = devices.count("not recorded")
+    known = " and ".join(sorted(set(devices) - {"not recorded"}))
+    if not unknown:
+        return known
+    missing = f"{plural(unknown, 'run')}'{'' if unknown > 1 else 's'} device not recorded"
+    return f"{known}; {missing}" if known else f"device not recorded ({plural(unknown, 'run')})"
 
 
 def table_value(metrics: dict, kind: str, value: str) -> float:
