@@ -129,3 +129,16 @@ def test_each_claims_row_says_what_the_controls_that_qualify_it_say(tmp_path):
     memory = next(c.statement for c in claims.CLAIMS if c.key == "memory")
     assert by[memory] == "—"  # no control qualifies it
     assert "controls" not in claims.scorecard_rows(claims.scorecard([store]))[0]
+
+
+def test_the_forest_draws_the_deciding_effects_of_the_claims_with_a_verdict():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    decided = claims.judge(claim_with({"paper-short": [(2.0, 1.0, 3.0), (1.0, 0.5, 1.5)]}), STORES)
+    untested = claims.judge(claim_with({}), STORES)
+    fig = claims.forest([decided, untested])
+    [ax] = fig.axes  # the untested claim has no panel
+    assert ax.get_title(loc="right").startswith("a claim — supported (paper-short)")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["effect 0", "effect 1"]
+    assert claims.forest([untested]) is None

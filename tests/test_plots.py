@@ -70,3 +70,25 @@ def test_attention_heatmaps_have_a_colour_bar_and_labelled_axes():
     assert {"image row", "time t", "one map (no time axis)"} <= labels
     assert not any("y axes" in label for label in labels)
     plt.close(fig)
+
+
+def test_the_forest_of_effects_has_a_panel_per_group_fits_the_column_and_names_shared_comparisons_once():
+    import matplotlib.pyplot as plt
+
+    from robustode.figures import READING_COLOURS, forest
+
+    panels = [("claim A — supported (full)", [("B − A, FGSM-0.3", 2.0, 1.0, 3.0, "supports"),
+                                             ("B − A, PGD-0.2", 1.0, None, None, "unresolved")]),
+              ("claim B — contradicted (paper-short)", [("a long effect name " * 4, -2.0, -3.0, -1.0, "contradicts")]),
+              ("claim C, no effects", [])]
+    fig = forest(panels, "effect")
+    axes = fig.axes
+    assert len(axes) == 2  # the panel without effects is left out
+    assert axes[0].get_title(loc="right").endswith("\nB − A")  # the shared comparison, once, under the title
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["FGSM-0.3", "PGD-0.2"]
+    # the interval is drawn in the reading's colour, the effect without one as a cross
+    assert any(matplotlib.colors.same_color(line.get_color(), READING_COLOURS["supports"]) for line in axes[0].lines)
+    assert any(line.get_marker() == "x" for line in axes[0].lines)
+    assert fig.get_figwidth() <= COLUMN_WIDTH_IN + 1e-9 and _rendered_width_px(fig) <= 690 / 0.75  # as above
+    plt.close(fig)
+    assert forest([("empty", [])]) is None

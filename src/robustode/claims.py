@@ -17,6 +17,7 @@ Every effect names its profile, its number of runs and how its interval was made
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -452,6 +453,21 @@ def scorecard(stores: list[Store] | None = None, build: str | None = None,
               claims: tuple[Claim, ...] = CLAIMS) -> list[Judged]:
     """``claims`` (the survey's, or :data:`CONTROLS`) judged on the stores of a build."""
     return [judge(c, stores, build) for c in claims]
+
+
+def forest(judged: list[Judged], title: str = ""):
+    """The primary effects that decided each judged claim, with their 95 % intervals: one panel per claim (its own
+    units), coloured by reading; claims without a verdict are left out (:func:`robustode.figures.forest`)."""
+    from robustode.figures import forest as draw
+
+    panels = [(f"{j.claim.short or j.claim.statement} — {j.verdict} ({j.decided_by})",
+               [(re.sub(r" \([^()]*\)$", "", e.quantity), e.difference.value, e.difference.low, e.difference.high, e.reading)
+                for e in j.effects if e.profile == j.decided_by and e.primary])
+              for j in judged if j.decided_by]
+    fig = draw(panels, "effect in the claim's direction: right of 0 supports it")
+    if fig is not None and title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def scorecard_rows(judged: list[Judged], controls: list[Judged] | None = None) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -63,3 +65,51 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float
 def _subplots(nrows: int, ncols: int, width: float, height: float, **kw):
     scale = min(1.0, COLUMN_WIDTH_IN / (width * ncols))
     return plt.subplots(nrows, ncols, figsize=(width * ncols * scale, height * nrows * scale), constrained_layout=True, **kw)
+
+
+READING_COLOURS = {"supports": "#1f77b4", "contradicts": "#d62728", "unresolved": "#7f7f7f"}
+
+
+def forest(panels: list[tuple[str, list[tuple[str, float, float | None, float | None, str]]]], xlabel: str = ""):
+    """Effects with their 95 % intervals, one panel per group (own x scale: the groups' units differ), zero marked.
+
+    ``panels``: ``(title, [(label, value, low, high, reading), ...])``; ``reading`` (supports / contradicts /
+    unresolved) colours the point; an effect without an interval is drawn as a cross. Labels of the form
+    "comparison, quantity" that share the comparison name it once, under the title. With no panels nothing is
+    drawn: one italic line says so, and None is returned."""
+    panels = [(title, rows) for title, rows in panels if rows]
+    if not panels:
+        skipped("effects with intervals")
+        return None
+    shown = []
+    for title, rows in panels:
+        labels = [label for label, *_ in rows]
+        shared = {label.split(", ", 1)[0] for label in labels}
+        if len(shared) == 1 and all(", " in label for label in labels):
+            title = f"{title}\n{shared.pop()}"
+            labels = [label.split(", ", 1)[1] for label in labels]
+        shown.append(("\n".join(textwrap.fill(line, 80) for line in title.split("\n")),
+                      [textwrap.fill(label, 44) for label in labels]))
+    # a panel's rows are as tall as its longest label; its title's lines come on top
+    heights = [len(labels) * max(1.0, 0.75 * max(label.count("\n") + 1 for label in labels)) + 0.6 * (title.count("\n") + 1)
+               + 0.6 for title, labels in shown]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(COLUMN_WIDTH_IN, 0.3 * sum(heights) + 0.4),
+                             gridspec_kw={"height_ratios": heights}, constrained_layout=True, squeeze=False)
+    for ax, (title, labels), (_, rows) in zip(axes[:, 0], shown, panels, strict=True):
+        ys = np.arange(len(rows))[::-1]
+        for y, (_, value, low, high, reading) in zip(ys, rows, strict=True):
+            colour = READING_COLOURS.get(reading, "#7f7f7f")
+            if low is None or high is None:
+                ax.plot(value, y, "x", color=colour)
+            else:
+                ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=3, ms=4)
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_yticks(ys, labels, fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.margins(x=0.08)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(title, fontsize=8.5, loc="right")
+        ax.grid(axis="x", alpha=0.3)
+    if xlabel:
+        axes[-1, 0].set_xlabel(xlabel, fontsize=8)
+    return fig
