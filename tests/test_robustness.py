@@ -476,3 +476,42 @@ def test_the_device_of_runs_counts_the_runs_that_did_not_record_one():
     assert device_of([ran_on("cuda (H200)"), ran_on("cpu (x86_64)")]) == "cpu and cuda"
     assert device_of([ran_on("cpu (x86_64)"), ran_on("not recorded")]) == "cpu; 1 run's device not recorded"
     assert device_of([ran_on("not recorded")] * 2) == "device not recorded (2 runs)"
+
+
+@needs_mnist
+def test_committed_models_are_attacked_again_in_progress_ones_too_and_a_changed_flag_shows(monkeypatch, tmp_path):
+    from robustode.chapters.robustness.config import config, run_params, training_params
+    from robustode.chapters.robustness.run import attack_set, load_data, make_model, reevaluate
+    from robustode.core import attacks
+    from robustode.results import pack_flags
+
+    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    store = Store("paper-short", tmp_path / "r")
+    cfg = config("paper-short", "MNIST")
+    torch.manual_seed(0)
+    model = make_model("ODENet", cfg).eval()  # untrained: the check compares flags, not accuracy
+    xa, ya = attack_set(load_data(cfg, torch.device("cpu")), cfg)
+    flags = attacks.fgsm(model, xa[:20], ya[:20], 0.3).robust.tolist()
+    experiment, run = "robustness-MNIST", "ODENet-seed0"
+    history = {"epochs": [{"epoch": 1, "seconds": 60.0, "val_noisy_accuracy": 0.9}], "best_epoch": 1}
+    store.save_model(experiment, run, training_params("ODENet", cfg), model.state_dict(), history=history,
+                     trainer="plain")
+    kinds = robustness.config.table_one_rows("MNIST")
+    noise = {"metrics": {"clean": 0.1, "noise_images": 10_000,
+                         "noise": {str(float(v)): 0.1 for _, k, v in kinds if k == "gaussian"}}, "seconds": 1.0}
+
+    def store_flags(stored: list[bool]) -> None:
+        faithful = {"metrics": {"attack_images": 1000, "faithful": {
+            kind: {v: 0.1 for _, k, v in kinds if k == kind} for kind in ("fgsm", "pgd")},
+            "faithful_flags": {"fgsm": {"0.3": pack_flags(stored + [False] * 980)}}}, "seconds": 1.0}
+        store.save_partial(experiment, run, run_params("ODENet", cfg), {"noise": noise, "faithful": faithful,
+                                                                         "device": "cpu (test)"})
+
+    store_flags(flags)  # the run is still in its evaluation: its strong stages are left
+    # the same attack on the same images, recomputed: a gradient sign at a rounding tie may flip on another CPU's
+    # arithmetic, so one image of slack (the chapter's own allowance)
+    [row] = reevaluate(store, images=20)
+    assert (row["model"], row["seed"]) == ("ODENet", 0) and row["images that differ"] <= 1
+    store_flags([not f for f in flags[:3]] + flags[3:])  # numbers that are not this model's
+    assert 2 <= reevaluate(store, images=20)[0]["images that differ"] <= 4

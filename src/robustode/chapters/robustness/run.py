@@ -874,10 +874,12 @@ def reevaluate(store: Store, dataset: str = "MNIST", images: int = 100, eps: str
     """Load every trained model ``store`` keeps for ``dataset`` and attack it again with Yan et al.'s FGSM at
     ``eps`` on the first ``images`` attack images: per model and seed, the robust flags now against the per-image
     flags stored when the run was evaluated (a cheap check that the committed models are the ones behind the
-    committed numbers). Runs without a model file or without stored flags are left out."""
+    committed numbers). Runs still in their evaluation count once their faithful stage is stored
+    (:func:`in_progress`); runs without a model file or without stored flags are left out."""
     dev = resolve_device(device)
     rows, data = [], None
-    for run in sorted(store.runs(experiment_name(dataset)), key=lambda r: (r["params"]["model"], r["seed"])):
+    runs = store.runs(experiment_name(dataset)) + in_progress(store, dataset)
+    for run in sorted(runs, key=lambda r: (r["params"]["model"], r["seed"])):
         stored = run["metrics"].get("faithful_flags", {}).get("fgsm", {}).get(eps)
         cfg, name, seed = run["params"], run["params"]["model"], run["seed"]
         saved = store.load_model(experiment_name(dataset), run["run"], training_params(name, cfg))
