@@ -111,9 +111,12 @@ def test_a_control_is_judged_by_the_claims_rule_and_listed_apart_from_the_claims
 def test_the_scorecard_command_prints_the_controls_after_the_claims(capsys, results_tmp):
     assert main(["report", "--claims"]) == 0
     out = capsys.readouterr().out
-    claims_part, controls_part = out.split("What the controls say")
+    claims_part, rest = out.split("What the controls say")
+    controls_part, why = rest.split("Why some are not tested")
     assert all(c.statement in claims_part for c in claims.CLAIMS)
     assert all(c.statement in controls_part for c in claims.CONTROLS)
+    # an empty results folder tests nothing, and each says why
+    assert all(f"* {c.statement} — no runs" in why for c in (*claims.CLAIMS, *claims.CONTROLS))
 
 
 def test_each_claims_row_says_what_the_controls_that_qualify_it_say(tmp_path):
