@@ -63,8 +63,12 @@ class Claim:
     kind: str = "claim"  # "claim": the survey's; "control": a hypothesis one of the controls tests (CONTROLS)
     qualifies: str = ""  # a control: the key of the claim it qualifies
     short: str = ""  # a control: its name in that claim's scorecard row
-    needs: tuple[str, ...] = ()  # chapters 2-3 models whose runs the evidence reads (for why_untested)
+    needs: tuple[str, ...] | None = None  # chapters 2-3 models the evidence reads; None: what the evidence declares
     untested: str = ""  # why there are no runs, where ``needs`` cannot say it
+
+    def __post_init__(self) -> None:
+        if self.needs is None:  # the plan models an evidence function reads are declared where it is built
+            object.__setattr__(self, "needs", getattr(self.evidence, "needs", ()))
 
 
 def _seeds(b: str, nb: int, a: str, na: int) -> str:
@@ -78,7 +82,16 @@ TABLE_ONE_PRIMARY = ("FGSM-0.3", "PGD-0.2", "strong PGD-0.2")
 """The effects that decide a Table I comparison: Yan et al.'s headline FGSM and PGD, and the strong PGD."""
 
 
+def _reading(*models: str):
+    """Mark an evidence function with the chapters 2-3 models whose runs it reads (a claim's ``needs``)."""
+    def mark(evidence: Callable[[Store], list[Effect]]) -> Callable[[Store], list[Effect]]:
+        evidence.needs = models
+        return evidence
+    return mark
+
+
 def _robust_pair(a: str, b: str, primary: tuple[str, ...]) -> Callable[[Store], list[Effect]]:
+    @_reading(a, b)
     def evidence(store: Store) -> list[Effect]:
         from robustode.chapters.robustness.findings import differences
         from robustode.chapters.robustness.tables import _by_model, _runs
@@ -109,10 +122,14 @@ def _authors_pair(a: str, b: str, primary: tuple[str, ...]) -> Callable[[Store],
 
 
 def _both(*sources: Callable[[Store], list[Effect]]) -> Callable[[Store], list[Effect]]:
-    return lambda store: [e for source in sources for e in source(store)]
+    @_reading(*dict.fromkeys(m for source in sources for m in getattr(source, "needs", ())))
+    def evidence(store: Store) -> list[Effect]:
+        return [e for source in sources for e in source(store)]
+    return evidence
 
 
 def _defence(base: str, defended: str) -> Callable[[Store], list[Effect]]:
+    @_reading(*((base,) if defended == "randomised" else (base, defended)))
     def evidence(store: Store) -> list[Effect]:
         from robustode.chapters.robustness.findings import per_image_defence
         from robustode.chapters.robustness.tables import _by_model, _runs
@@ -290,22 +307,18 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("odenet-vs-cnn", "ODENets are more robust than CNNs (Gaussian noise, FGSM, PGD).", "Sec. 5, Table I",
           _both(_robust_pair("CNN", "ODENet", TABLE_ONE_PRIMARY),
                 _authors_pair("CNN", "ODENet", TABLE_ONE_PRIMARY)),
-          note="also measured on the authors' released checkpoints (one model each)",
-          needs=("CNN", "ODENet")),
+          note="also measured on the authors' released checkpoints (one model each)"),
     Claim("tisode-vs-odenet", "TisODE is more robust than the vanilla ODENet.", "Sec. 6, Table I",
           _both(_robust_pair("ODENet", "TisODE", TABLE_ONE_PRIMARY),
                 _authors_pair("ODENet", "TisODE", TABLE_ONE_PRIMARY)),
-          note="also measured on the authors' released checkpoints (one model each)",
-          needs=("ODENet", "TisODE")),
+          note="also measured on the authors' released checkpoints (one model each)"),
     Claim("tisode-plugin-randomisation", "TisODE combines with input randomisation and improves it.", "Sec. 6.1.2",
           _both(_defence("TisODE", "randomised"), _authors_randomisation),
           note="also measured on the authors' released checkpoints, every model under the same attacks; the randomisation "
                "is applied at inference to models trained without it (Xie et al.'s use; Yan et al. released no code "
-               "for it)",
-          needs=("TisODE",)),
+               "for it)"),
     Claim("tisode-plugin-denoising", "TisODE combines with feature denoising and improves it.", "Sec. 6.1.2",
-          _defence("TisODE", "TisODE+denoise"),
-          needs=("TisODE", "TisODE+denoise")),
+          _defence("TisODE", "TisODE+denoise")),
     Claim("anode-fits", "ANODEs fit what NODEs cannot, with lower loss and fewer function evaluations.",
           "Sec. 3, Figs. 1-3", _anode_fits),
     Claim("anode-images", "ANODEs are more accurate than NODEs on images.", "Sec. 3; Dupont et al., Table 1",
@@ -315,8 +328,7 @@ CLAIMS: tuple[Claim, ...] = (
                    "anode/MNIST`)"),
     Claim("anode-robustness", "ANODEs further enhance the robustness of ODENets.", "Sec. 5; untested in the survey",
           _robust_pair("ODENet", "ODENet-aug8", TABLE_ONE_PRIMARY),
-          note="tested by the augmented-ODENet control of chapters 2-3",
-          needs=("ODENet", "ODENet-aug8")),
+          note="tested by the augmented-ODENet control of chapters 2-3"),
     Claim("attention-accuracy", "Neural ODE attention is more accurate than classic attention.", "Sec. 7, Table III",
           _attention_pair("ClassicAttention", "ODEAttention", "ODE")),
     Claim("attention-efficiency", "Neural ODE attention is as accurate with fewer parameters (at equal width).",
@@ -337,41 +349,34 @@ ROBUSTNESS_CONTROLS: tuple[Claim, ...] = (
           kind="control", qualifies="odenet-vs-cnn", short="depth alone",
           note="ResNet10-tied is ODENet's middle with the Euler solver written out (the same function and parameters): "
                "if it beats the CNN, so does a plain ten-step residual network, and the ODENet's edge is depth, not "
-               "continuity",
-          needs=("CNN", "ResNet10-tied")),
+               "continuity"),
     Claim("control-solver", "Solving an ODE makes the ten residual steps more robust than writing them out.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-tied", "ODENet", TABLE_ONE_PRIMARY),
           kind="control", qualifies="odenet-vs-cnn", short="the solver",
           note="the same function at Euler step 0.1, trained apart: any difference is training noise, so "
-               "'unresolved' is the expected reading; a resolved one would point at the implementation",
-          needs=("ResNet10-tied", "ODENet")),
+               "'unresolved' is the expected reading; a resolved one would point at the implementation"),
     Claim("control-tying", "Tying the ten steps' weights, as an ODE does, makes the network more robust.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ResNet10-untied", "ResNet10-tied", TABLE_ONE_PRIMARY),
           kind="control", qualifies="odenet-vs-cnn", short="weight tying",
-          note="ResNet10-untied: a field of its own per step, 5.8 times the parameters",
-          needs=("ResNet10-untied", "ResNet10-tied")),
+          note="ResNet10-untied: a field of its own per step, 5.8 times the parameters"),
     Claim("control-steady", "TisODE's steady-state term makes a model more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _both(_robust_pair("TisODE-nosteady", "TisODE", TABLE_ONE_PRIMARY),
                 _robust_pair("ODENet", "ODENet+steady", TABLE_ONE_PRIMARY)),
           kind="control", qualifies="tisode-vs-odenet", short="the steady-state term",
-          note="TisODE without the term, and ODENet with it",
-          needs=("TisODE-nosteady", "TisODE", "ODENet", "ODENet+steady")),
+          note="TisODE without the term, and ODENet with it"),
     Claim("control-step", "TisODE's halved Euler step (0.05) makes it more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _robust_pair("TisODE-step0.1", "TisODE", TABLE_ONE_PRIMARY),
           kind="control", qualifies="tisode-vs-odenet", short="the halved step",
-          note="TisODE at ODENet's step 0.1",
-          needs=("TisODE-step0.1", "TisODE")),
+          note="TisODE at ODENet's step 0.1"),
     Claim("control-time", "Dropping the time input makes a model more robust.", "qualifies Sec. 6: TisODE vs ODENet",
           _robust_pair("ODENet+steady", "TisODE-step0.1", TABLE_ONE_PRIMARY),
           kind="control", qualifies="tisode-vs-odenet", short="no time input",
-          note="both with the steady-state term at step 0.1; they differ in the time channel alone",
-          needs=("ODENet+steady", "TisODE-step0.1")),
+          note="both with the steady-state term at step 0.1; they differ in the time channel alone"),
     Claim("control-adaptive", "An adaptive solver (dopri5) makes the ODENet more robust.",
           "qualifies Sec. 5: ODENet vs CNN", _robust_pair("ODENet", "ODENet-dopri5", TABLE_ONE_PRIMARY),
           kind="control", qualifies="odenet-vs-cnn", short="dopri5",
           note="attacked through the adaptive solver; chapter 3 also attacks it through fixed Euler steps, the "
-               "solver-masking check",
-          needs=("ODENet", "ODENet-dopri5")),
+               "solver-masking check"),
 )
 
 ATTENTION_CONTROLS: tuple[Claim, ...] = (
@@ -449,6 +454,11 @@ def why_untested(claim: Claim) -> str:
             f"`python -m robustode run --profile {plans[0]}`)")
 
 
+def untested_reason(judged: Judged) -> str | None:
+    """:func:`why_untested` for a judged claim that is not tested; ``None`` for one with a verdict."""
+    return why_untested(judged.claim) if judged.verdict.startswith("not tested") else None
+
+
 def scorecard(stores: list[Store] | None = None, build: str | None = None,
               claims: tuple[Claim, ...] = CLAIMS) -> list[Judged]:
     """``claims`` (the survey's, or :data:`CONTROLS`) judged on the stores of a build."""
@@ -498,7 +508,7 @@ def evidence_rows(judged: Judged) -> list[dict]:
 def as_json(judged: list[Judged]) -> list[dict]:
     return [{"key": j.claim.key, "kind": j.claim.kind, "claim": j.claim.statement, "where": j.claim.where, "verdict": j.verdict,
              "decided_by": j.decided_by or None, "note": j.claim.note or None,
-             "untested": why_untested(j.claim) if j.verdict.startswith("not tested") else None,
+             "untested": untested_reason(j),
              "effects": [{"profile": e.profile, "quantity": e.quantity, "value": e.difference.value,
                           "low": e.difference.low, "high": e.difference.high, "interval": e.difference.method,
                           "reading": e.reading, "primary": e.primary, "runs": e.runs} for e in j.effects]}

@@ -66,7 +66,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.claims:
         import json
 
-        from robustode.claims import CLAIMS, CONTROLS, as_json, scorecard, scorecard_rows, why_untested
+        from robustode.claims import CLAIMS, CONTROLS, as_json, scorecard, scorecard_rows, untested_reason
         from robustode.store import Store
 
         stores = [Store(args.profile)] if args.profile else None
@@ -74,8 +74,7 @@ def _report(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(as_json(judged + controls), indent=1))
         else:
-            untested = [f"* {j.claim.statement} — {why_untested(j.claim)}" for j in judged + controls
-                        if j.verdict.startswith("not tested")]
+            untested = [f"* {j.claim.statement} — {why}" for j in judged + controls if (why := untested_reason(j))]
             print(render(scorecard_rows(judged, controls)) + "\n\nWhat the controls say (hypotheses that qualify the claims):\n\n"
                   + render(scorecard_rows(controls))
                   + ("\n\nWhy some are not tested:\n\n" + "\n".join(untested) if untested else ""))

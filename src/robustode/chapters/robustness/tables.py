@@ -399,6 +399,9 @@ def controls_table(store: Store, dataset: str) -> list[dict]:
             mine_runs = [r for r in runs if r["params"]["model"] == name]
             checked = [r for r in mine_runs if "sanity" in r["metrics"]]
             failed = sum(not c["ok"] for r in checked for c in checks_of(r))
+            sanity = str(failed) if checked else "—"
+            if checked and len(checked) < len(mine_runs):
+                sanity += f" ({len(checked)} of {len(mine_runs)} runs checked)"
             rows.append({
                 "model": name, "controls": "" if name == reference else reference,
                 "what differs": "" if name == reference else model_spec(name).description.removeprefix("control: "),
@@ -406,8 +409,7 @@ def controls_table(store: Store, dataset: str) -> list[dict]:
                 "seeds": ", ".join(f"{r['seed']}{' (in progress)' if 'partial' in r else ''}" for r in mine_runs)
                 or why_empty(store, dataset),
                 **_control_cells(mine, dataset),
-                "failed sanity checks": "—" if not checked else str(failed) if len(checked) == len(mine_runs)
-                else f"{failed} ({len(checked)} of {len(mine_runs)} runs checked)",
+                "failed sanity checks": sanity,
             })
     return rows
 
