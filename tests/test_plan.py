@@ -419,3 +419,34 @@ def test_a_plan_reads_each_experiments_results_files_once(stubbed, monkeypatch):
     assert reads == ["stub"]
     # what a finished seed took still prices the others of its kind (b: 2 epochs, c: 1, at a's 42 s)
     assert rows["stub/b"]["_cpu_s"] == pytest.approx(84.0) and rows["stub/c"]["_cpu_s"] == pytest.approx(42.0)
+
+
+def test_a_unit_another_runner_finished_after_this_one_chose_it_is_not_computed_again(stubbed):
+    store, clock, log = stubbed
+    a = plan.units("stubbed")[0]
+    compute_a = a.compute
+
+    def a_then_another_runner_finishes_b(ctx):
+        result = compute_a(ctx)
+        # meanwhile a second runner (same results folder) finished b: written after this runner chose its units
+        store.write("stub", "b", params={"epochs": 2}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu",
+                    metrics={"epochs": 2, "by": "the other runner"})
+        return result
+
+    a.compute = a_then_another_runner_finishes_b
+    lines = []
+    outcome = plan.advance("stubbed", store=store, log=lines.append)
+    assert outcome.finished == ["stub/a", "stub/c"] and plan.exit_status(outcome) == 0
+    assert [entry[0] for entry in log] == ["a", "a", "a", "c"]  # b's epochs never ran here
+    assert store.run("stub", "b", {"epochs": 2})["metrics"]["by"] == "the other runner"  # and its file is untouched
+    assert any("stub/b was finished by another runner" in line for line in lines)
+
+
+def test_recomputing_on_purpose_still_overwrites_a_stored_unit(stubbed):
+    store, clock, log = stubbed
+    c = plan.units("stubbed")[2]
+    store.write("stub", "c", params={"epochs": 1}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu",
+                metrics={"epochs": 0})
+    ctx = plan.Context(store, torch.device("cpu"), Deadline(None), False)
+    assert plan.ensure(c, ctx, resume=True)["metrics"] == {"epochs": 0} and not log  # stored: nothing computed
+    assert plan.ensure(c, ctx, resume=False)["metrics"] == {"epochs": 1} and log == [("c", 1, 5.0)]

@@ -251,7 +251,11 @@ class UnitJob:
         ctx = plan.Context(store, dev, Deadline(None), False, on_epoch, plan.epoch_estimate(store, unit, dev),
                            plan.stage_estimator(store, unit, dev))
         tic = time.monotonic()
-        plan.run_unit(unit, ctx)
+        try:
+            plan.run_unit(unit, ctx)
+        except plan.FinishedElsewhere as finished:
+            say(str(finished))
+            return {"unit": unit.id, "state": DONE, "detail": "finished by another job"}
         say(f"finished {unit.id} in {time.monotonic() - tic:.0f} s")
         return {"unit": unit.id, "state": DONE, "detail": f"{time.monotonic() - tic:.0f} s"}
 

@@ -37,6 +37,7 @@ from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary
     PARTIAL,
     PENDING,
     Context,
+    FinishedElsewhere,
     Progress,
     Unit,
     checkpoint_epoch,
@@ -386,6 +387,8 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
             except RunLocked as locked:
                 outcome.skipped.append(unit.id)
                 log(f"[run] skipped: {locked}")
+            except FinishedElsewhere as finished:
+                log(f"[run] {finished}")
 
     try:
         measure(store, [u for u in runnable if u.status(store).state != DONE], dev)

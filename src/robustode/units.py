@@ -92,12 +92,26 @@ class Unit:
         return fnmatch.fnmatchcase(self.id, pattern) or fnmatch.fnmatchcase(self.id, f"*{pattern}*")
 
 
+class FinishedElsewhere(RuntimeError):
+    """:func:`run_unit` found, once it held the unit's lock, that the results file was already written: another
+    runner finished the unit after this one chose it. ``stored`` is that file's run."""
+
+    def __init__(self, unit_id: str, stored: dict):
+        super().__init__(f"{unit_id} was finished by another runner after this one chose it; nothing computed")
+        self.stored = stored
+
+
 def ensure(unit: Unit, ctx: Context, resume: bool = True, compute: bool = True) -> dict | None:
     """The unit's stored results (when ``resume`` and stored with the same parameters), else :func:`run_unit`;
     with ``compute=False`` nothing is computed and a unit without results gives ``None``."""
     if resume and (stored := ctx.store.run(unit.experiment, unit.run, unit.params)) is not None:
         return stored
-    return run_unit(unit, ctx) if compute else None
+    if not compute:
+        return None
+    try:
+        return run_unit(unit, ctx, overwrite=not resume)
+    except FinishedElsewhere as finished:
+        return finished.stored
 
 
 def run_once(store: Store, experiment: str, run: str, *, params: dict, seed: int | None, device: torch.device | str,
@@ -110,9 +124,15 @@ def run_once(store: Store, experiment: str, run: str, *, params: dict, seed: int
     return store.write(experiment, run, params=params, seed=seed, started=started, device=device, metrics=compute())
 
 
-def run_unit(unit: Unit, ctx: Context) -> dict:
-    """Compute ``unit`` under its lock and write its results file (the store drops its partial evaluation)."""
+def run_unit(unit: Unit, ctx: Context, overwrite: bool = False) -> dict:
+    """Compute ``unit`` under its lock and write its results file (the store drops its partial evaluation).
+
+    A runner chooses its units before it takes their locks, so another may finish one in between; holding the lock,
+    this checks again and raises :class:`FinishedElsewhere` rather than compute the unit a second time (and leave a
+    stale partial evaluation behind when the budget stops it), unless ``overwrite`` asks to compute it anew."""
     with ctx.store.lock(unit.experiment, unit.run):
+        if not overwrite and (stored := ctx.store.run(unit.experiment, unit.run, unit.params)) is not None:
+            raise FinishedElsewhere(unit.id, stored)
         started = now()
         metrics = unit.compute(ctx)
         stored = ctx.store.write(unit.experiment, unit.run, params=unit.params, seed=unit.seed, started=started,
