@@ -450,3 +450,37 @@ def test_recomputing_on_purpose_still_overwrites_a_stored_unit(stubbed):
     ctx = plan.Context(store, torch.device("cpu"), Deadline(None), False)
     assert plan.ensure(c, ctx, resume=True)["metrics"] == {"epochs": 0} and not log  # stored: nothing computed
     assert plan.ensure(c, ctx, resume=False)["metrics"] == {"epochs": 1} and log == [("c", 1, 5.0)]
+
+
+def test_a_unit_finished_elsewhere_reads_done_even_where_it_could_not_run(stubbed):
+    """The authors' units need their checkpoints: a fresh clone without them must still count the committed results
+    as done (and as compute spent), not as blocked with nothing recorded."""
+    from robustode.cluster import chapter_estimates
+
+    store, _, _ = stubbed
+    a, b, _ = plan.units("stubbed")
+    a.requires = b.requires = lambda: "checkpoints not given"
+    store.write("stub", "a", params={"epochs": 3}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu",
+                metrics={"history": {"epochs": [{"epoch": e, "seconds": 600.0} for e in (1, 2, 3)]}})
+    rows = {r["unit"]: r for r in plan.plan_rows("stubbed", store=store, device="cpu")}
+    assert rows["stub/a"]["state"] == plan.DONE and rows["stub/a"]["spent"] == "30 min"
+    assert rows["stub/b"]["state"] == plan.BLOCKED and rows["stub/b"]["detail"] == "checkpoints not given"
+    [chapter] = chapter_estimates("stubbed", plan.units("stubbed"), store)
+    assert chapter["units left"] == 2 and chapter["blocked here"] == 1  # b and c are left; only b is blocked
+
+
+def test_the_chapter_account_adds_up_each_chapters_units_spent_and_left(stubbed):
+    store, _, _ = stubbed
+    store.write("stub", "a", params={"epochs": 3}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu",
+                metrics={"history": {"epochs": [{"epoch": e, "seconds": 600.0} for e in (1, 2, 3)]}})
+    store.save_partial("stub", "b", {"epochs": 2}, {"noise": {"metrics": {}, "seconds": 90.0}})
+    units = plan.units("stubbed")
+    units[2].requires = lambda: "data missing"
+    [chapter] = plan.chapter_account(plan.plan_rows("stubbed", store=store, device="cpu"))
+    assert chapter["CPU time left here"] == "not measured"  # b's kind never timed here: not guessed
+    plan.measure(store, units[:2], torch.device("cpu"))
+    [chapter] = plan.chapter_account(plan.plan_rows("stubbed", store=store, device="cpu"))
+    assert {k: chapter[k] for k in ("chapter", "units", "done", "partial", "pending", "blocked here")} == {
+        "chapter": "stub", "units": 3, "done": 1, "partial": 0, "pending": 1, "blocked here": 1}
+    # a: 30 min recorded, b: 90 s of a stage; left: b's two epochs of 50 s (c is blocked: not priced here)
+    assert chapter["compute recorded"] == "32 min" and chapter["CPU time left here"] == "2 min"

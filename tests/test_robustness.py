@@ -515,3 +515,42 @@ def test_committed_models_are_attacked_again_in_progress_ones_too_and_a_changed_
     assert (row["model"], row["seed"]) == ("ODENet", 0) and row["images that differ"] <= 1
     store_flags([not f for f in flags[:3]] + flags[3:])  # numbers that are not this model's
     assert 2 <= reevaluate(store, images=20)[0]["images that differ"] <= 4
+
+
+def test_the_compute_table_reads_what_each_run_has_cost_from_its_records(monkeypatch, tmp_path):
+    from robustode.chapters.robustness.config import run_params, training_params
+    from robustode.chapters.robustness.run import make_model, planned_runs
+    from robustode.chapters.robustness.tables import compute_table
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    store = Store("paper-short", tmp_path / "r")
+    planned = {(seed, name): cfg for seed, name, cfg, _ in planned_runs("paper-short")["MNIST"]}
+    epochs = lambda *seconds: {"epochs": [{"epoch": i + 1, "seconds": s} for i, s in enumerate(seconds)],  # noqa: E731
+                               "best_epoch": len(seconds)}
+    cnn, odenet, tisode = planned[(0, "CNN")], planned[(0, "ODENet")], planned[(0, "TisODE")]
+    store.write("robustness-MNIST", "CNN-seed0", params=run_params("CNN", cnn), seed=0, started="2026-01-01T00:00:00+00:00",
+                device="cpu", metrics={"history": epochs(*[120.0] * 5), "seconds": {
+                    "noise": 30.0, "faithful": 60.0, "strong 0.2": 600.0, "strong 0.3": 120.0, "sanity": 5.0}})
+    store.save_model("robustness-MNIST", "ODENet-seed0", training_params("ODENet", odenet),
+                     make_model("ODENet", odenet).state_dict(), history=epochs(*[600.0] * 5), trainer="plain")
+    store.save_partial("robustness-MNIST", "ODENet-seed0", run_params("ODENet", odenet), {
+        "noise": {"metrics": {}, "seconds": 60.0}, "faithful": {"metrics": {}, "seconds": 120.0},
+        "strong 0.2 (pieces)": {"pgd 0-100": {"seconds": 300.0}, "pgd 100-200": {"seconds": 300.0}},
+        "device": "cpu (x86_64, 2 cores, 1 threads)"})
+    path = store.checkpoint("robustness-MNIST", "TisODE-seed0", training_params("TisODE", tisode))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 2, "history": epochs(100.0, 200.0)}, path)
+
+    rows = {r["model"]: r for r in compute_table(store, "MNIST")}
+    assert list(rows) == ["CNN", "ODENet", "TisODE"]  # runs not started are left out
+    c, o, t = rows["CNN"], rows["ODENet"], rows["TisODE"]
+    assert (c["training"], c["noise"], c["strong 0.2"], c["so far"], c["state"]) == (
+        "5 epochs, 10 min", "30 s", "10 min", "24 min", "done")
+    assert c["randomised"] == "" and t["randomised"] == "—"  # only TisODE is evaluated behind input randomisation
+    assert c["device"].startswith("cpu")
+    assert (o["training"], o["faithful"], o["strong 0.2"], o["strong 0.3"], o["so far"], o["state"]) == (
+        "5 epochs, 50 min", "2 min", "under way: 2 pieces, 10 min", "—", "1 h 03 min", "evaluating")
+    assert o["device"] == "cpu (x86_64, 2 cores, 1 thread)"
+    assert (t["training"], t["noise"], t["so far"], t["state"], t["device"]) == (
+        "epoch 2 of 5: 5 min so far", "—", "5 min", "training", "not recorded")
+    assert compute_table(Store("paper-short", tmp_path / "empty"), "MNIST") == []

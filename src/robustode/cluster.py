@@ -55,8 +55,6 @@ FINAL = (DONE, FAILED, LOCKED, CANCELLED)
 # other state, "unknown" included, may still be running, so the unit is not submitted again
 ENDED = {*FINAL, "completed", "timeout", "node_fail", "out_of_memory", "boot_fail", "deadline", "preempted", "ended"}
 FOREVER_MIN = 30 * 24 * 60  # a local job without --time-per-job: no limit (submitit's default is 2 minutes)
-CHAPTERS = {"topology": "1 topology", "robustness": "2-3 robustness, TisODE",
-            "authors": "2 the authors' MNIST checkpoints", "attention": "4 attention", "anode": "5 ANODE"}
 # where a job finds what the plan's units read from the environment (results and data folders are set apart)
 PASSED_ENVIRONMENT = ("ROBUSTODE_IMAGENET", "ROBUSTODE_AUTHORS_CHECKPOINTS")
 
@@ -403,14 +401,14 @@ def chapter_estimates(profile: str | dict, chosen: list, store: Any) -> list[dic
     table: dict[str, dict] = {}
     for unit in chosen:
         chapter = unit.id.split("/")[0]
-        row = table.setdefault(chapter, {"chapter": CHAPTERS.get(chapter, chapter), "units left": 0, "blocked here": 0,
+        row = table.setdefault(chapter, {"chapter": plan.chapter_name(chapter), "units left": 0, "blocked here": 0,
                                          "_gpu": 0.0, "_gpu_unknown": 0, "_cpu": 0.0, "_cpu_unknown": 0})
+        progress = unit.status(store)
+        if progress.state == plan.DONE:  # done, wherever it ran: nothing is left of it, here or there
+            continue
         if unit.requires():
             row["blocked here"] += 1
-        progress = unit.status(store) if not unit.requires() else plan.Progress(plan.PENDING, "", unit.epochs,
-                                                                                list(unit.stages))
-        if progress.state == plan.DONE:
-            continue
+            progress = plan.Progress(plan.PENDING, "", unit.epochs, list(unit.stages))
         row["units left"] += 1
         gpu = plan.remaining_seconds(unit, progress, costs.get("cuda", {}), {})
         cpu = plan.remaining_seconds(unit, progress, costs.get("cpu", {}), plan.observed(store, unit, runs))
@@ -512,10 +510,10 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
     records = read_records(store)
     todo = []
     for unit in chosen:
+        if unit.status(store).state == plan.DONE:  # done wherever it ran, even where it could not run here
+            continue
         if why := unit.requires():
             out.skipped.append((unit.id, f"blocked: {why}"))
-        elif unit.status(store).state == plan.DONE:
-            continue
         elif (record := records.get(unit.id)) and still_active(state := live_state(record)):
             out.skipped.append((unit.id, f"already submitted as job {record.get('job_id')} ({state}); if it is gone, "
                                          f"delete {record_path(store, unit.id)}"))

@@ -47,6 +47,7 @@ from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary
     stored_seconds,
     time_steps,
 )
+from robustode.wording import fmt_seconds  # noqa: F401  (re-exported: the plan's durations)
 
 # ---------------------------------------------------------------------------------------------- the plan
 
@@ -229,15 +230,15 @@ def epoch_estimate(store: Store, unit: Unit, device: torch.device) -> float:
 
 # ---------------------------------------------------------------------------------------------- showing it
 
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "not measured"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+CHAPTER_NAMES = {"topology": "1 topology", "robustness": "2-3 robustness, TisODE",
+                 "authors": "2 the authors' MNIST checkpoints",
+                 "authors-randomised": "3 the authors' checkpoints, randomised",
+                 "attention": "4 attention", "anode": "5 ANODE"}
 
+
+def chapter_name(prefix: str) -> str:
+    """A chapter's name for people, from the first part of a unit's id (``robustness/MNIST/...``)."""
+    return CHAPTER_NAMES.get(prefix, prefix)
 
 def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store | None = None,
               device: torch.device | str = "auto") -> list[dict]:
@@ -251,8 +252,9 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
     every = units(profile, device)
     calibration = stage_calibration(store, every, all_costs.get("cpu", {}), "cpu", runs)
     for order, unit in enumerate(select(every, only), start=1):
-        why = unit.requires()
-        progress = Progress(BLOCKED, why) if why else unit.status(store)
+        progress = unit.status(store)
+        if progress.state != DONE and (why := unit.requires()):  # a unit finished elsewhere stays done here
+            progress = Progress(BLOCKED, why)
         seen = observed(store, unit, runs)
         cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen, calibration)
         gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
@@ -293,6 +295,34 @@ def collapse_blocked(rows: list[dict]) -> list[dict]:
         shown.append({"order": "—", "unit": f"{prefix}/* ({len(members)} units)", "state": BLOCKED, "detail": why,
                       "spent": "—", "CPU left": "—", "GPU left": "—"})
     return shown
+
+
+def chapter_account(rows: list[dict]) -> list[dict]:
+    """Per chapter, from :func:`plan_rows`: how many units are done, partial, pending and blocked here, the compute
+    their records account for so far, and the CPU time the plan expects for the rest on this machine (units of a
+    kind never timed here are counted apart, not guessed)."""
+    table: dict[str, dict] = {}
+    for row in rows:
+        prefix = row["unit"].split("/")[0]
+        acc = table.setdefault(prefix, {"chapter": chapter_name(prefix), "units": 0, DONE: 0, PARTIAL: 0, PENDING: 0,
+                                        BLOCKED: 0, "_spent": 0.0, "_left": 0.0, "_unknown": 0})
+        acc["units"] += 1
+        acc[row["state"]] += 1
+        acc["_spent"] += row.get("_spent_s") or 0.0
+        if row["_cpu_s"] is None:
+            acc["_unknown"] += 1
+        else:
+            acc["_left"] += row["_cpu_s"]
+    out = []
+    for acc in table.values():
+        runnable_left = acc[PARTIAL] + acc[PENDING]
+        left = "—" if not runnable_left else "not measured" if acc["_unknown"] == runnable_left else (
+            fmt_seconds(acc["_left"]) + (f" (+ {acc['_unknown']} units not measured)" if acc["_unknown"] else ""))
+        out.append({"chapter": acc["chapter"], "units": acc["units"], "done": acc[DONE], "partial": acc[PARTIAL],
+                    "pending": acc[PENDING], "blocked here": acc[BLOCKED],
+                    "compute recorded": fmt_seconds(acc["_spent"]) if acc["_spent"] else "—",
+                    "CPU time left here": left})
+    return out
 
 
 def plan_summary(rows: list[dict]) -> str:

@@ -65,3 +65,14 @@ def key_label(key: str) -> str:
     if m := re.fullmatch(r"(A?NODE)_(\d+)_filters(?:_p(\d+))?", key):
         return f"{m[1]}, {m[2]} filters" + (f", p = {m[3]}" if m[3] else "")
     return key
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration for people: "42 s", "17 min", "2 h 05 min"; ``None`` (never timed) as "not measured"."""
+    if seconds is None:
+        return "not measured"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"

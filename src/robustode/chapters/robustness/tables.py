@@ -28,7 +28,7 @@ from robustode.results import fmt_mean_sd, mean_sd, unpack_flags
 from robustode.store import Store
 from robustode.tables import flag
 from robustode.verdict import Reproduced, row
-from robustode.wording import not_run, plural
+from robustode.wording import device_label, fmt_seconds, not_run, plural
 
 
 def _runs(store: Store, dataset: str, in_progress: bool = False) -> list[dict]:
@@ -488,4 +488,56 @@ def authors_table(store: Store) -> list[dict]:
         rows.append({"model": name, **_authors_cells("sanity checks", None, None),
                      "verdict": f"{plural(len(checks_of(run)), 'check')} passed" if not failed
                      else "failed: " + "; ".join(failed)})
+    return rows
+
+
+def compute_table(store: Store, dataset: str = "MNIST") -> list[dict]:
+    """What each planned run of the profile has cost so far, as its records say: training (epochs done and their
+    time), every evaluation stage (finished, under way with the pieces stored, or not started), the total and the
+    device. Read from the results file, else the model file or training checkpoint and the partial evaluation;
+    runs not started are left out. ``[]`` for a profile that plans no runs on ``dataset``."""
+    from robustode.chapters.robustness.config import run_params, training_params
+    from robustode.chapters.robustness.run import evaluation_stages, planned_runs
+    from robustode.units import checkpoint_payload
+
+    try:
+        planned = planned_runs(store.profile).get(dataset, [])
+    except (KeyError, ValueError):
+        return []
+    experiment = experiment_name(dataset)
+    stage_names = list(dict.fromkeys(s for _, name, cfg, _ in planned for s in evaluation_stages(name, cfg)))
+    rows = []
+    for seed, name, cfg, _ in planned:
+        run, params, tparams = f"{name}-seed{seed}", run_params(name, cfg), training_params(name, cfg)
+        stored = store.run(experiment, run, params)
+        partial = {} if stored else store.load_partial(experiment, run, params)
+        trained = stored["metrics"] if stored else store.load_model(experiment, run, tparams)
+        if trained is None:
+            trained = checkpoint_payload(store.checkpoint(experiment, run, tparams)) or {}
+        epochs = [e.get("seconds", 0.0) for e in (trained.get("history") or {}).get("epochs", [])]
+        if not epochs and not partial:
+            continue
+        total = sum(epochs)
+        finished = len(epochs) == cfg["epochs"]
+        training = f"{len(epochs)} epochs, {fmt_seconds(sum(epochs))}" if finished else (
+            f"epoch {len(epochs)} of {cfg['epochs']}: {fmt_seconds(sum(epochs))} so far")
+        row = {"model": name, "seed": seed, "training": training}
+        seconds = stored["metrics"].get("seconds", {}) if stored else {}
+        for stage in stage_names:
+            if stage not in evaluation_stages(name, cfg):
+                row[stage] = ""
+            elif stage in seconds or isinstance(partial.get(stage), dict):
+                spent = seconds[stage] if stage in seconds else partial[stage].get("seconds", 0.0)
+                total += spent
+                row[stage] = fmt_seconds(spent)
+            elif pieces := partial.get(f"{stage} (pieces)"):
+                spent = sum(p.get("seconds", 0.0) for p in pieces.values())
+                total += spent
+                row[stage] = f"under way: {plural(len(pieces), 'piece')}, {fmt_seconds(spent)}"
+            else:
+                row[stage] = "—"
+        row["so far"] = fmt_seconds(total)
+        row["state"] = "done" if stored else "evaluating" if finished else "training"
+        row["device"] = device_label(stored["provenance"]["device"] if stored else partial.get("device", "not recorded"))
+        rows.append(row)
     return rows
