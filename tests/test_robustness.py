@@ -297,7 +297,7 @@ def test_without_data_runs_are_skipped_and_every_table_says_not_run_data_missing
         "sanity": robustness.tables.sanity_table(store, "MNIST"),
         "solver": robustness.tables.solver_transfer_table(store, "MNIST"),
         "summary": robustness.tables.run_summary(store, "MNIST"),
-        "steadiness": robustness.tables.steadiness_table(store, "MNIST"),
+        "steadiness": robustness.tables.steadiness_rows(robustness.tables.settling(store, "MNIST")),
         "defences": robustness.tables.defence_table(store, "MNIST"),
     }
     assert all(rows == [] for rows in tables.values())  # the chapter says why in one line instead:
@@ -305,7 +305,7 @@ def test_without_data_runs_are_skipped_and_every_table_says_not_run_data_missing
     assert all(r["ours (quick)"].startswith("not run: data missing") for r in robustness.tables.authors_spread(store))
     assert robustness.findings.findings(store, "MNIST") == []
     assert figs.accuracy_curves(robustness.tables.curves(store, "MNIST"), "MNIST") is None
-    assert figs.field_profiles(robustness.tables.field_profiles(store, "MNIST")) is None
+    assert figs.field_profiles(robustness.tables.settling(store, "MNIST")) is None
     assert capsys.readouterr().out.count("Figure not drawn") == 2
 
 
@@ -554,3 +554,70 @@ def test_the_compute_table_reads_what_each_run_has_cost_from_its_records(monkeyp
     assert (t["training"], t["noise"], t["so far"], t["state"], t["device"]) == (
         "epoch 2 of 5: 5 min so far", "—", "5 min", "training", "not recorded")
     assert compute_table(Store("paper-short", tmp_path / "empty"), "MNIST") == []
+
+
+@needs_mnist
+def test_field_profiles_are_read_where_stored_and_computed_from_committed_models_where_not(monkeypatch, tmp_path):
+    from robustode.chapters.robustness.config import run_params, training_params
+    from robustode.chapters.robustness.run import attack_set, field_profiles_now, load_data, make_model, planned_runs
+    from robustode.core.evaluation import field_profile
+
+    monkeypatch.setenv("ROBUSTODE_DATA", str(data_dir()))
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    store = Store("paper-short", tmp_path / "r")
+    planned = {(seed, name): cfg for seed, name, cfg, _ in planned_runs("paper-short")["MNIST"]}
+    history = {"epochs": [{"epoch": 1, "seconds": 60.0, "val_noisy_accuracy": 0.9}], "best_epoch": 1}
+    torch.manual_seed(0)
+    models = {}
+    for name in ("CNN", "ODENet", "TisODE-nosteady"):  # untrained weights: the profile is compared, not judged
+        cfg = planned[(0, name)]
+        models[name] = make_model(name, cfg).eval()
+        store.save_model("robustness-MNIST", f"{name}-seed0", training_params(name, cfg), models[name].state_dict(),
+                         history=history, trainer="plain")
+    stored = {"t": [0.0, 1.0, 2.0], "mean_abs_f": [0.2, 0.1, 0.01]}
+    store.write("robustness-MNIST", "ODENet-seed0", params=run_params("ODENet", planned[(0, "ODENet")]), seed=0,
+                started="2026-01-01T00:00:00+00:00", device="cpu", metrics={"field_profile": stored})
+
+    found = field_profiles_now(store, "MNIST", "cpu")
+    assert list(found) == ["ODENet", "TisODE-nosteady"]  # the CNN has no field; untrained models are left out
+    assert found["ODENet"] == {**stored, "source": "stored by the sanity stage"}
+    cfg = planned[(0, "TisODE-nosteady")]
+    xa, _ = attack_set(load_data(cfg, torch.device("cpu")), cfg)
+    direct = field_profile(models["TisODE-nosteady"], xa[: cfg["sanity"]["images"]])  # what its sanity stage stores
+    now = found["TisODE-nosteady"]
+    assert now["source"] == "computed now from the committed model (200 images)" and now["t"] == direct["t"]
+    # the same model, images and solver: equal up to float summation order (rtol 1e-5, far below the 3 digits shown)
+    assert now["mean_abs_f"] == pytest.approx(direct["mean_abs_f"], rel=1e-5)
+    labels = list(robustness.tables.settling(store, "MNIST", "cpu"))
+    assert labels == ["ODENet (seed 0)", "TisODE-nosteady (seed 0)"]  # no authors' checkpoints in paper-short
+    [row, _] = robustness.tables.steadiness_rows(robustness.tables.settling(store, "MNIST", "cpu"))
+    assert (row["at T = 1"], row["at 2T = 2"], row["ratio 2T / T"]) == ("0.100", "0.010", "0.10")
+
+
+def test_settling_findings_say_which_models_come_to_rest_slow_down_or_keep_moving():
+    from robustode.chapters.robustness.findings import settling_findings
+
+    def prof(at_t, at_2t):
+        return {"t": [0.0, 1.0, 2.0], "mean_abs_f": [1.0, at_t, at_2t]}
+
+    moving = {"ODENet, the authors' checkpoint": prof(0.5, 0.52), "TisODE, the authors' checkpoint": prof(0.5, 0.5)}
+    mixed = {"TisODE (seed 0)": prof(0.4, 0.02), "ODENet (seed 0)": prof(0.4, 0.12), "X (seed 0)": prof(0.4, 0.4)}
+    lines = settling_findings({"full": moving, "paper-short": mixed, "quick": {}})
+    assert lines == [
+        "Profile `full`: mean |f| at 2T over its value at T ranges from 1.00 to 1.04 over 2 models; none is at rest or "
+        "slowing by 2T (ratios under 0.1 or 0.5 would say so).",
+        "Profile `paper-short`: mean |f| at 2T over its value at T ranges from 0.05 to 1.00 over 3 models; at rest "
+        "(under 0.1): TisODE (seed 0); slowing (under 0.5): ODENet (seed 0).",
+    ]
+
+
+def test_the_authors_checkpoints_field_profiles_come_first_under_their_own_label(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    monkeypatch.setenv("ROBUSTODE_DATA", str(tmp_path / "no-data"))  # own models could not be profiled: none exist
+    store = Store("full", tmp_path / "r")
+    stored = {"t": [0.0, 1.0, 2.0], "mean_abs_f": [0.46, 0.49, 0.49]}
+    for name, metrics in (("CNN", {}), ("TisODE", {"field_profile": stored})):
+        store.write("authors-MNIST", name, params={"model": name}, seed=None, started="2026-01-01T00:00:00+00:00",
+                    device="cpu", metrics=metrics)
+    assert robustness.tables.settling(store, "MNIST") == {
+        "TisODE, the authors' checkpoint": {**stored, "source": "stored by the sanity stage"}}

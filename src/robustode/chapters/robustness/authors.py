@@ -686,3 +686,10 @@ def randomised_units(profile: str | dict, first_priority: int = 0) -> list[Unit]
                         compute=run, status=status, probe=lambda name=name: probe(name, cfg, ["randomised"]),
                         requires=lambda path=path: requires(path), priority=first_priority + index, spent=spent))
     return out
+
+
+def field_profiles(store: Store) -> dict[str, dict]:
+    """The mean |f(z(t))| profiles that the evaluation of the authors' ODE checkpoints stored (their sanity stage),
+    keyed "<model>, the authors' checkpoint"; ``{}`` where ``store`` holds none."""
+    return {f"{name}, the authors' checkpoint": {**run["metrics"]["field_profile"], "source": "stored by the sanity stage"}
+            for name, run in evaluations(store).items() if "field_profile" in run["metrics"]}

@@ -47,8 +47,10 @@ def accuracy_curves(curves: dict[str, dict], title: str = ""):
     return fig
 
 
-def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[float, float] = (0.9, 1.5)):
-    """Mean |f(z(t))| along trajectories for each ODE model: does the state settle after T?
+def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[float, float] = (0.9, 1.5),
+                   title: str | None = None):
+    """Mean |f(z(t))| along trajectories for each ODE model: does the state settle after T? A label's first word
+    names the model, which picks its colour ("TisODE, the authors' checkpoint", "TisODE (seed 0)").
 
     With no profiles (e.g. the data set is missing) nothing is drawn: one italic line says so, and None is returned.
     """
@@ -57,7 +59,11 @@ def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[
         return None
     fig, ax = new_figure(width=5.0)
     for name, prof in profiles.items():
-        ax.plot(prof["t"], prof["mean_abs_f"], "-o", ms=3, label=name, color=MODEL_COLOURS.get(name))
+        model = name.replace(",", " ").split()[0]
+        known = model in MODEL_COLOURS  # a control is drawn dashed, in a colour of its own
+        ax.plot(prof["t"], prof["mean_abs_f"], "-o" if known else "--s", ms=3, label=name, color=MODEL_COLOURS.get(model))
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.axvline(t_end, color="k", lw=0.8, ls="--", label="T (read-out)")
     ax.axvspan(*window, color="#d62728", alpha=0.08, label="steady-state term window")
     ax.set_xlabel("t")

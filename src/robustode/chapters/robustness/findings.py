@@ -9,6 +9,7 @@ from robustode.chapters.robustness.tables import (
     _flags,
     _runs,
     failed_checks,
+    field_at,
     per_image_defence,
     table_value,
 )
@@ -217,3 +218,33 @@ def findings(store: Store, dataset: str = "MNIST", models: tuple[str, ...] = TAB
     failed = [f for f in failed_checks(store, dataset) if f.split(" seed")[0] in present]
     out.append("Failed sanity checks: " + ("; ".join(failed) if failed else "none."))
     return out
+
+
+AT_REST, SLOWING = 0.1, 0.5
+"""Ratios of mean |f| at 2T to that at T read as "at rest" (below 0.1) and "slowing" (below 0.5); above, the state
+still moves about as fast after the read-out as at it."""
+
+
+def settling_ratio(profile: dict) -> float:
+    """Mean |f(z(t))| at 2T = 2 over its value at T = 1, from a stored or computed field profile."""
+    return field_at(profile, 2.0) / field_at(profile, 1.0)
+
+
+def settling_findings(settled: dict[str, dict[str, dict]]) -> list[str]:
+    """One line per profile of ``settled`` (profile -> label -> field profile, as chapter 3 builds it): the range of
+    the 2T / T ratios over its models and how many came to rest or slowed (:data:`AT_REST`, :data:`SLOWING`)."""
+    lines = []
+    for profile, profiles in settled.items():
+        if not profiles:
+            continue
+        ratios = {name: settling_ratio(p) for name, p in profiles.items()}
+        rest = [n for n, r in ratios.items() if r < AT_REST]
+        slowing = [n for n, r in ratios.items() if AT_REST <= r < SLOWING]
+        if not rest and not slowing:
+            verdict = f"none is at rest or slowing by 2T (ratios under {AT_REST} or {SLOWING} would say so)"
+        else:
+            verdict = "; ".join(filter(None, (f"at rest (under {AT_REST}): {', '.join(rest)}" if rest else "",
+                                              f"slowing (under {SLOWING}): {', '.join(slowing)}" if slowing else "")))
+        lines.append(f"Profile `{profile}`: mean |f| at 2T over its value at T ranges from {min(ratios.values()):.2f} "
+                     f"to {max(ratios.values()):.2f} over {plural(len(ratios), 'model')}; {verdict}.")
+    return lines

@@ -897,3 +897,34 @@ def reevaluate(store: Store, dataset: str = "MNIST", images: int = 100, eps: str
                      f"FGSM-{eps} now": f"{100 * sum(now) / images:.0f} %",
                      "images that differ": sum(a != b for a, b in zip(now, before, strict=True))})
     return rows
+
+
+def field_profiles_now(store: Store, dataset: str = "MNIST", device: str = "cpu") -> dict[str, dict]:
+    """Per ODE model the profile plans on ``dataset``, seed 0: the mean |f(z(t))| profile its sanity stage stored
+    (:func:`robustode.core.evaluation.field_profile`), or, while its evaluation has not reached that stage, the same
+    profile computed now from its committed model file on the same images (the first ``sanity.images`` attack
+    images). Each profile says which (``"source"``). Models not trained yet are left out; ``{}`` for a profile
+    without ``dataset`` or without its data here."""
+    try:
+        planned = [(name, cfg) for seed, name, cfg, _ in planned_runs(store.profile).get(dataset, []) if seed == 0]
+    except (KeyError, ValueError):
+        return {}
+    experiment, dev = experiment_name(dataset), resolve_device(device)
+    out, data = {}, None
+    for name, cfg in planned:
+        stored = store.run(experiment, f"{name}-seed0", run_params(name, cfg))
+        if stored is not None and "field_profile" in stored["metrics"]:
+            out[name] = {**stored["metrics"]["field_profile"], "source": "stored by the sanity stage"}
+            continue
+        saved = store.load_model(experiment, f"{name}-seed0", training_params(name, cfg))
+        model = make_model(name, cfg)
+        if saved is None or not model.ode_blocks() or missing_reason(dataset):
+            continue
+        if data is None:
+            data = load_data(cfg, dev)
+        model.load_state_dict(saved["model"])
+        model.to(dev).eval()
+        xa, _ = attack_set(data, cfg)
+        n = min(cfg["sanity"]["images"], len(xa))
+        out[name] = {**field_profile(model, xa[:n]), "source": f"computed now from the committed model ({n} images)"}
+    return out

@@ -7,8 +7,6 @@ returns ``[]``; the chapter then says in one line why (:func:`why_empty`).
 
 from __future__ import annotations
 
-import torch
-
 from robustode.chapters.robustness import authors
 from robustode.chapters.robustness.config import (
     CONTROLS,
@@ -347,21 +345,32 @@ def trained_with(store: Store, dataset: str) -> str:
             f"{' / '.join(trainers)} loop on {'; '.join(devices)}.")
 
 
-def steadiness_table(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> list[dict]:
-    """Mean |f(z(t))| at t = 0, T = 1 and 2T (seed 0): a steady state would bring it near 0 after T."""
+def settling(store: Store, dataset: str = "MNIST", device: str = "cpu") -> dict[str, dict]:
+    """The mean |f(z(t))| profiles chapter 3 shows for ``store``: the authors' ODE checkpoints' (MNIST; stored by
+    their evaluation), then seed 0 of each of the profile's own ODE models, controls included (stored by its sanity
+    stage, or computed now from its committed model: :func:`robustode.chapters.robustness.run.field_profiles_now`)."""
+    from robustode.chapters.robustness.run import field_profiles_now
+
+    own = field_profiles_now(store, dataset, device)
+    return {**(authors.field_profiles(store) if dataset == "MNIST" else {}),
+            **{f"{name} (seed 0)": prof for name, prof in own.items()}}
+
+
+def field_at(profile: dict, when: float) -> float:
+    """A field profile's mean |f| at the stored time nearest ``when``."""
+    t = profile["t"]
+    return profile["mean_abs_f"][min(range(len(t)), key=lambda i: abs(t[i] - when))]
+
+
+def steadiness_rows(profiles: dict[str, dict]) -> list[dict]:
+    """Mean |f(z(t))| at t = 0, T = 1 and 2T per profile of :func:`settling`: a steady state would bring it near 0
+    after T (a ratio 2T / T near 0); a ratio near 1 is a state still moving as fast as at the read-out."""
     rows = []
-    for name, prof in field_profiles(store, dataset, models).items():
-        t = torch.tensor(prof["t"])
-        f0, f1, f2 = (prof["mean_abs_f"][int((t - when).abs().argmin())] for when in (0.0, 1.0, 2.0))
+    for name, prof in profiles.items():
+        f0, f1, f2 = (field_at(prof, when) for when in (0.0, 1.0, 2.0))
         rows.append({"model": name, "mean ∣f∣ at t = 0": f"{f0:.3f}", "at T = 1": f"{f1:.3f}", "at 2T = 2": f"{f2:.3f}",
-                     "ratio 2T / T": f"{f2 / f1:.2f}"})
+                     "ratio 2T / T": f"{f2 / f1:.2f}", "profile": prof.get("source", "stored")})
     return rows
-
-
-def field_profiles(store: Store, dataset: str, models: tuple[str, ...] = MAIN_MODELS) -> dict[str, dict]:
-    """Seed-0 profile of mean |f(z(t))| for every ODE model of ``models`` that has one."""
-    return {r["params"]["model"]: r["metrics"]["field_profile"] for r in _runs(store, dataset)
-            if r["seed"] == 0 and "field_profile" in r["metrics"] and r["params"]["model"] in models}
 
 
 def _control_cells(mine: list[dict], dataset: str) -> dict[str, str]:
