@@ -369,3 +369,15 @@ def test_a_unit_signalled_mid_way_is_requeued_and_resumes_from_its_last_epoch(mn
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     assert epochs[: len(before)] == before and len(before) >= 1  # the epochs before the signal were not trained again
     assert not list(checkpoints.glob("*.pt"))
+
+
+def test_a_unit_done_elsewhere_is_not_listed_as_blocked_here(stubbed):
+    """The authors' units need their checkpoints to run, but once their results are committed a machine without the
+    checkpoints must count them done, not 'not submitted: blocked'."""
+    store, units = stubbed
+    units[0].requires = units[2].requires = lambda: "checkpoints not given"
+    store.write("stub", "a", params={"epochs": 2}, seed=0, started="2026-01-01T00:00:00+00:00", device="cpu",
+                metrics={"epochs": 2})
+    units[1].compute = lambda ctx: {"epochs": 1}
+    out = cluster.fan_out("stubbed", cluster.Options("debug"), store=store, progress=False, log=quiet([]))
+    assert [uid for uid, _ in out.skipped] == ["stub/c"] and out.done == ["stub/b"]
