@@ -241,11 +241,14 @@ def test_a_path_without_the_files_says_which_file_is_missing(monkeypatch, tmp_pa
     assert why.startswith("authors' checkpoint not found") and "MNIST_tisode_gaus_1/model_best.pth" in why
 
 
-def test_the_cli_option_sets_the_path(monkeypatch, tmp_path, capsys):
+def test_the_cli_option_sets_the_path(monkeypatch, tmp_path, capsys, results_tmp):
     from robustode.cli import main
 
+    # an empty results folder: committed results of these units would make them read done, whatever the path
     monkeypatch.setenv(authors.ENV, "")  # empty = not given; monkeypatch restores what main() sets
-    assert main(["plan", "--profile", "full", "--only", "authors", "--authors-checkpoints", str(tmp_path)]) == 0
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    assert main(["plan", "--profile", "full", "--only", "authors", "--authors-checkpoints", str(clone)]) == 0
     assert "authors' checkpoint not found" in capsys.readouterr().out
 
 
