@@ -16,3 +16,19 @@ def test_no_printed_number_is_labelled_with_a_raw_key():
 
     raw = [p.label for p in printed_numbers() if re.search(r"[a-z]_[a-z0-9]", p.label)]
     assert not raw
+
+
+def test_the_steady_state_erratum_reads_the_authors_checkpoints_profiles(monkeypatch, tmp_path):
+    from robustode import errata
+    from robustode.store import Store
+
+    monkeypatch.setenv("ROBUSTODE_ROOT", str(tmp_path))
+    store = Store("full", tmp_path / "r")
+    assert errata.steady_state(store) == []  # nothing evaluated: the report says so in one line
+    for name, values in (("ODENet", [0.48, 0.53, 0.54]), ("TisODE", [0.46, 0.2, 0.01])):
+        store.write("authors-MNIST", name, params={"model": name}, seed=None, started="2026-01-01T00:00:00+00:00",
+                    device="cpu", metrics={"field_profile": {"t": [0.0, 1.0, 2.0], "mean_abs_f": values}})
+    rows = {r["checkpoint"]: r for r in errata.steady_state(store)}
+    ode, tis = rows["ODENet, the authors' checkpoint"], rows["TisODE, the authors' checkpoint"]
+    assert (ode["steady-state term"], ode["ratio 2T / T"], ode["at rest (ratio under 0.1)"]) == ("no", "1.02", "no")
+    assert (tis["steady-state term"], tis["mean ∣f∣ at T = 1"], tis["at rest (ratio under 0.1)"]) == ("yes", "0.200", "yes")
