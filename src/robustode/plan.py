@@ -240,6 +240,7 @@ def chapter_name(prefix: str) -> str:
     """A chapter's name for people, from the first part of a unit's id (``robustness/MNIST/...``)."""
     return CHAPTER_NAMES.get(prefix, prefix)
 
+
 def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store | None = None,
               device: torch.device | str = "auto") -> list[dict]:
     """One row per unit: order, id, state and detail, the compute its records account for so far (``spent``:
