@@ -403,10 +403,10 @@ def chapter_estimates(profile: str | dict, chosen: list, store: Any) -> list[dic
         chapter = unit.id.split("/")[0]
         row = table.setdefault(chapter, {"chapter": plan.chapter_name(chapter), "units left": 0, "blocked here": 0,
                                          "_gpu": 0.0, "_gpu_unknown": 0, "_cpu": 0.0, "_cpu_unknown": 0})
-        progress = unit.status(store)
-        if progress.state == plan.DONE:  # done, wherever it ran: nothing is left of it, here or there
+        progress = plan.standing(unit, store)
+        if progress.state == plan.DONE:
             continue
-        if unit.requires():
+        if progress.state == plan.BLOCKED:  # elsewhere it runs whole
             row["blocked here"] += 1
             progress = plan.Progress(plan.PENDING, "", unit.epochs, list(unit.stages))
         row["units left"] += 1
@@ -510,10 +510,11 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
     records = read_records(store)
     todo = []
     for unit in chosen:
-        if unit.status(store).state == plan.DONE:  # done wherever it ran, even where it could not run here
+        progress = plan.standing(unit, store)
+        if progress.state == plan.DONE:
             continue
-        if why := unit.requires():
-            out.skipped.append((unit.id, f"blocked: {why}"))
+        if progress.state == plan.BLOCKED:
+            out.skipped.append((unit.id, f"blocked: {progress.detail}"))
         elif (record := records.get(unit.id)) and still_active(state := live_state(record)):
             out.skipped.append((unit.id, f"already submitted as job {record.get('job_id')} ({state}); if it is gone, "
                                          f"delete {record_path(store, unit.id)}"))

@@ -241,6 +241,15 @@ def chapter_name(prefix: str) -> str:
     return CHAPTER_NAMES.get(prefix, prefix)
 
 
+def standing(unit: Unit, store: Store) -> Progress:
+    """Where ``unit`` stands on this machine: done wherever it ran (its results are in ``store``), else blocked
+    when this machine cannot run it (with the reason), else its own status."""
+    progress = unit.status(store)
+    if progress.state != DONE and (why := unit.requires()):
+        return Progress(BLOCKED, why)
+    return progress
+
+
 def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store | None = None,
               device: torch.device | str = "auto") -> list[dict]:
     """One row per unit: order, id, state and detail, the compute its records account for so far (``spent``:
@@ -253,9 +262,7 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
     every = units(profile, device)
     calibration = stage_calibration(store, every, all_costs.get("cpu", {}), "cpu", runs)
     for order, unit in enumerate(select(every, only), start=1):
-        progress = unit.status(store)
-        if progress.state != DONE and (why := unit.requires()):  # a unit finished elsewhere stays done here
-            progress = Progress(BLOCKED, why)
+        progress = standing(unit, store)
         seen = observed(store, unit, runs)
         cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen, calibration)
         gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})

@@ -240,11 +240,9 @@ def settling_findings(settled: dict[str, dict[str, dict]]) -> list[str]:
         ratios = {name: settling_ratio(p) for name, p in profiles.items()}
         rest = [n for n, r in ratios.items() if r < AT_REST]
         slowing = [n for n, r in ratios.items() if AT_REST <= r < SLOWING]
-        if not rest and not slowing:
-            verdict = f"none is at rest or slowing by 2T (ratios under {AT_REST} or {SLOWING} would say so)"
-        else:
-            verdict = "; ".join(filter(None, (f"at rest (under {AT_REST}): {', '.join(rest)}" if rest else "",
-                                              f"slowing (under {SLOWING}): {', '.join(slowing)}" if slowing else "")))
+        parts = [f"{what} (under {bound}): {', '.join(names)}"
+                 for what, bound, names in (("at rest", AT_REST, rest), ("slowing", SLOWING, slowing)) if names]
+        verdict = "; ".join(parts) or f"none is at rest or slowing by 2T (ratios under {AT_REST} or {SLOWING} would say so)"
         lines.append(f"Profile `{profile}`: mean |f| at 2T over its value at T ranges from {min(ratios.values()):.2f} "
                      f"to {max(ratios.values()):.2f} over {plural(len(ratios), 'model')}; {verdict}.")
     return lines

@@ -528,12 +528,13 @@ def compute_table(store: Store, dataset: str = "MNIST") -> list[dict]:
             continue
         total = sum(epochs)
         finished = len(epochs) == cfg["epochs"]
-        training = f"{len(epochs)} epochs, {fmt_seconds(sum(epochs))}" if finished else (
-            f"epoch {len(epochs)} of {cfg['epochs']}: {fmt_seconds(sum(epochs))} so far")
+        training = f"{len(epochs)} epochs, {fmt_seconds(total)}" if finished else (
+            f"epoch {len(epochs)} of {cfg['epochs']}: {fmt_seconds(total)} so far")
         row = {"model": name, "seed": seed, "training": training}
         seconds = stored["metrics"].get("seconds", {}) if stored else {}
+        own = evaluation_stages(name, cfg)
         for stage in stage_names:
-            if stage not in evaluation_stages(name, cfg):
+            if stage not in own:
                 row[stage] = ""
             elif stage in seconds or isinstance(partial.get(stage), dict):
                 spent = seconds[stage] if stage in seconds else partial[stage].get("seconds", 0.0)
