@@ -230,7 +230,10 @@ def test_the_plan_takes_the_authors_units_after_the_robustness_chapters_own(monk
     evaluations = [i for i, c in enumerate(chapters) if c == "authors"]
     assert evaluations == [last_robustness + 1 + k for k in range(3)]
     assert [i for i, c in enumerate(chapters) if c == "authors-randomised"] == [evaluations[-1] + 1 + k for k in range(3)]
-    assert first_anode == last_robustness + 7
+    # then chapter 3's read-outs: ours (seed 0 of each ODE model), then the authors' two ODE checkpoints
+    readouts = [i for i, c in enumerate(chapters) if c in ("readout", "authors-readout")]
+    assert readouts == list(range(last_robustness + 7, first_anode))
+    assert [chapters[i] for i in readouts[-2:]] == ["authors-readout"] * 2
     assert not any(c == "authors" for c in (i.split("/")[0] for i in (u.id for u in plan.units("paper-short", "cpu"))))
     assert authors.ENV in cluster.PASSED_ENVIRONMENT  # a cluster job sees the clone too
 

@@ -52,6 +52,9 @@ def tiny(models=("CNN", "ODENet", "TisODE", "TisODE+denoise"), **common) -> dict
     prof["robustness"]["models"] = list(models)
     prof["robustness"]["datasets"] = {"MNIST": prof["robustness"]["datasets"]["MNIST"]}
     prof["robustness"]["common"].update(common)
+    # chapter 3's read-outs wait for their models' training: a later fan-out submits them (the serial runner's
+    # extra pass is tested in test_readout); here the fan-out is compared with the serial runner on the same units
+    prof["robustness"].pop("readout", None)
     return prof
 
 

@@ -187,7 +187,7 @@ CONTROLS = ["ResNet10-tied", "ResNet10-untied", "ODENet-aug8", "TisODE-nosteady"
 
 
 def test_paper_short_keeps_its_nine_main_units_and_runs_the_controls_after_them_with_one_seed():
-    units = plan.units("paper-short", torch.device("cpu"))
+    units = [u for u in plan.units("paper-short", torch.device("cpu")) if u.id.startswith("robustness/")]
     main = [f"robustness/MNIST/{m}/seed{s}" for s in range(3) for m in ("CNN", "ODENet", "TisODE")]
     assert [u.id for u in units] == main + [f"robustness/MNIST/{m}/seed0" for m in CONTROLS]
     cfg = robustness.config.config("paper-short")

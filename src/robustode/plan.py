@@ -66,8 +66,11 @@ def units(profile: str | dict, device: torch.device | str = "auto") -> list[Unit
     found: list[tuple[int, Unit]] = []
     # chapters from the cheapest runs to the dearest, so a CPU advances the ones it can finish first; the authors'
     # own checkpoints (chapter 2's evidence for Table I, a profile's ``authors`` section) after chapters 2-3's runs
+    # and chapter 3's read-outs of trained ODE models (ours, then the authors') after both
     sources = (("topology", topology.run.units), ("attention", attention.run.units),
-               ("robustness", robustness.run.units), ("authors", robustness.authors.units), ("anode", anode.run.units))
+               ("robustness", robustness.run.units), ("authors", robustness.authors.units),
+               ("robustness", robustness.readout.units), ("authors", robustness.readout.authors_units),
+               ("anode", anode.run.units))
     for rank, (section, chapter_units) in enumerate(sources):
         if section in settings:
             found += [(rank, u) for u in chapter_units(profile, dev)]
@@ -233,6 +236,7 @@ def epoch_estimate(store: Store, unit: Unit, device: torch.device) -> float:
 CHAPTER_NAMES = {"topology": "1 topology", "robustness": "2-3 robustness, TisODE",
                  "authors": "2 the authors' MNIST checkpoints",
                  "authors-randomised": "3 the authors' checkpoints, randomised",
+                 "readout": "3 read-out time", "authors-readout": "3 the authors' checkpoints, read-out time",
                  "attention": "4 attention", "anode": "5 ANODE"}
 
 
@@ -399,7 +403,9 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
 
     def one_pass(first: tuple[str, ...]) -> None:
         # a unit the budget stopped in the first pass would stop again: the deadline only comes closer
-        todo = [u for u in runnable if u.status(store).state != DONE and u.id not in outcome.skipped + outcome.stopped]
+        # a unit whose own status says blocked waits for another (a read-out for its model's training)
+        todo = [u for u in runnable if u.status(store).state not in (DONE, BLOCKED)
+                and u.id not in outcome.skipped + outcome.stopped]
         total, tic = len(chosen), time.monotonic()
         done_before = sum(u.status(store).state == DONE for u in runnable) - len(outcome.finished)
         label = f" (first pass: up to {', '.join(first)})" if first else ""
@@ -429,10 +435,17 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
                 log(f"[run] {finished}")
 
     try:
-        measure(store, [u for u in runnable if u.status(store).state != DONE], dev)
+        measure(store, [u for u in runnable if u.status(store).state not in (DONE, BLOCKED)], dev)
         if first_stages:
             one_pass(tuple(first_stages))
+        finished = len(outcome.finished)
         one_pass(())
+        # a unit that waited for another (a read-out for its model's training) may be free now: another pass while
+        # the last one finished something (each such pass finished a unit, so this ends)
+        while len(outcome.finished) > finished:
+            finished = len(outcome.finished)
+            measure(store, [u for u in runnable if u.status(store).state not in (DONE, BLOCKED)], dev)
+            one_pass(())
     finally:
         torch.set_num_threads(before)
     outcome.remaining = sum(u.status(store).state != DONE for u in runnable)

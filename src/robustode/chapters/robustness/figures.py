@@ -71,3 +71,34 @@ def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     return fig
+
+
+def readout_curves(read: dict[str, dict], eps: str | None = None, title: str | None = None):
+    """Two panels along the read-out time t: the share of clean decisions equal to those at T, and the accuracy on
+    Yan et al.'s PGD-``eps`` images crafted at T (every checked iterate right at t; default: the largest eps read).
+    ``read`` as :func:`robustode.chapters.robustness.readout.results` gives it; a label's first word picks the
+    colour, controls dashed. With nothing to draw, one italic line says so and None is returned."""
+    if eps is None:
+        eps = max((e for m in read.values() for e in m["pgd"]), key=float, default="")
+    read = {name: m for name, m in read.items() if eps in m["pgd"]}
+    if not read:
+        skipped(f"read-out curves (PGD-{eps})")
+        return None
+    fig, (left, right) = new_figure(2, width=4.0, height=3.2)
+    for name, m in read.items():
+        model = name.replace(",", " ").split()[0]
+        style = "-o" if model in MODEL_COLOURS else "--s"
+        t = m["times"]
+        left.plot(t, [100 * a for a in m["clean"]["agreement"]], style, ms=3, label=name, color=MODEL_COLOURS.get(model))
+        right.plot(t, [100 * a for a in m["pgd"][eps]["accuracy"]], style, ms=3, label=name,
+                   color=MODEL_COLOURS.get(model))
+    end = next(iter(read.values()))["T"]
+    for ax, label in ((left, "clean: decisions equal to those at T (%)"), (right, f"PGD-{eps} crafted at T: accuracy (%)")):
+        ax.axvline(end, color="k", lw=0.8, ls="--")
+        ax.set_xlabel("read-out time t")
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

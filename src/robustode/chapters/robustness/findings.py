@@ -246,3 +246,34 @@ def settling_findings(settled: dict[str, dict[str, dict]]) -> list[str]:
         lines.append(f"Profile `{profile}`: mean |f| at 2T over its value at T ranges from {min(ratios.values()):.2f} "
                      f"to {max(ratios.values()):.2f} over {plural(len(ratios), 'model')}; {verdict}.")
     return lines
+
+
+def _span(values: list[float], form: str, dash: str) -> str:
+    """``lo<dash>hi`` in ``form``, or one value when they print alike."""
+    low, high = form.format(min(values)), form.format(max(values))
+    return low if low == high else f"{low}{dash}{high}"
+
+
+def readout_findings(readouts: dict[str, dict[str, dict]]) -> list[str]:
+    """One line per profile of ``readouts`` (profile -> label -> read-out, as chapter 3 builds it): how many clean
+    decisions survive to 2T, and per PGD eps how the accuracy on images crafted at T changes when they are read out
+    at 2T (range over the models, and how many intervals exclude zero, each way)."""
+    from robustode.chapters.robustness.readout import change, index_of
+
+    lines = []
+    for profile, read in readouts.items():
+        if not read:
+            continue
+        kept = [100 * m["clean"]["agreement"][index_of(m, 2.0)] for m in read.values()]
+        parts = [f"at 2T, {_span(kept, '{:.1f}', '-')} % of clean decisions equal those at T over "
+                 f"{plural(len(read), 'model')}"]
+        for eps in sorted({e for m in read.values() for e in m["pgd"]}, key=float):
+            diffs = {name: change(m, eps) for name, m in read.items() if eps in m["pgd"]}
+            up = sum(d.low is not None and d.low > 0 for d in diffs.values())
+            down = sum(d.high is not None and d.high < 0 for d in diffs.values())
+            values = [d.value for d in diffs.values()]
+            parts.append(f"Yan et al.'s PGD-{eps} images crafted at T, read out at 2T: accuracy changes by "
+                         f"{_span(values, '{:+.1f}', ' to ')} points (rises outside its 95 % interval for "
+                         f"{up} of {len(diffs)}, falls for {down})")
+        lines.append(f"Profile `{profile}`: " + "; ".join(parts) + ".")
+    return lines

@@ -373,6 +373,26 @@ def steadiness_rows(profiles: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def readout_rows(read: dict[str, dict]) -> list[dict]:
+    """Per model of chapter 3's read-outs (:func:`robustode.chapters.robustness.readout.results`): clean accuracy at
+    T and at 2T, the share of decisions at 2T that equal those at T, and per PGD eps the accuracy of the images
+    crafted at T read out at T and at 2T, with the change and its 95 % interval (paired bootstrap over the images)."""
+    from robustode.chapters.robustness.readout import change, index_of
+
+    rows = []
+    for name, m in read.items():
+        at_t, at_2t = index_of(m, 1.0), index_of(m, 2.0)
+        row = {"model": name, "images": m["images"], "clean at T": f"{100 * m['clean']['accuracy'][at_t]:.1f}",
+               "clean at 2T": f"{100 * m['clean']['accuracy'][at_2t]:.1f}",
+               "decisions kept at 2T": f"{100 * m['clean']['agreement'][at_2t]:.1f}"}
+        for eps, entry in m["pgd"].items():
+            row[f"PGD-{eps} at T"] = f"{100 * entry['accuracy'][at_t]:.1f}"
+            row[f"PGD-{eps} read at 2T"] = f"{100 * entry['accuracy'][at_2t]:.1f}"
+            row[f"PGD-{eps} change"] = change(m, eps).text()
+        rows.append(row)
+    return rows
+
+
 def _control_cells(mine: list[dict], dataset: str) -> dict[str, str]:
     """Clean accuracy, Table I's perturbations (faithful) and strong PGD at Table I's PGD eps: mean ± sd (n), %."""
     cells = {"clean": fmt_mean_sd([100 * m["clean"] for m in mine])}
