@@ -32,3 +32,17 @@ def test_the_steady_state_erratum_reads_the_authors_checkpoints_profiles(monkeyp
     ode, tis = rows["ODENet, the authors' checkpoint"], rows["TisODE, the authors' checkpoint"]
     assert (ode["steady-state term"], ode["ratio 2T / T"], ode["at rest (ratio under 0.1)"]) == ("no", "1.02", "no")
     assert (tis["steady-state term"], tis["mean ∣f∣ at T = 1"], tis["at rest (ratio under 0.1)"]) == ("yes", "0.200", "yes")
+    assert "clean decisions kept at 2T (%)" not in tis  # no read-out stored yet
+    from robustode.chapters.robustness import readout
+    from robustode.results import pack_flags
+
+    unit = next(u for u in readout.authors_units("full") if u.run == "TisODE")
+    flags = [[True] * 8 + [False] * 2, [False] * 10, [True] * 5 + [False] * 5]  # PGD-0.2 at 0, T, 2T
+    store.write(readout.AUTHORS, "TisODE", params=unit.params, seed=None, started="2026-01-01T00:00:00+00:00",
+                device="cpu", metrics={"times": [0.0, 1.0, 2.0], "T": 1.0, "images": 10,
+                                       "clean": {"accuracy": [0.2, 1.0, 1.0], "agreement": [0.2, 1.0, 0.9]},
+                                       "pgd": {"0.1": {"accuracy": [1.0, 1.0, 1.0], "flags": []},
+                                               "0.2": {"accuracy": [0.8, 0.0, 0.5], "flags": [pack_flags(f) for f in flags]}}})
+    tis = {r["checkpoint"]: r for r in errata.steady_state(store)}["TisODE, the authors' checkpoint"]
+    assert tis["clean decisions kept at 2T (%)"] == "90.0"
+    assert tis["PGD-0.2 crafted at T: at T → at 2T (%)"].startswith("0.0 → 50.0 (+50.0 [")

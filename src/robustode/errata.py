@@ -143,17 +143,29 @@ def tisode_log_margin() -> list[dict]:
 def steady_state(store=None) -> list[dict]:
     """Sec. 5.2 says the regulariser is there "to ensure convergence to a stable steady state". Evidence: the
     authors' own checkpoints, TisODE trained with the term and the ODENet without it (the printed protocol, 100
-    epochs), measured by their evaluation's sanity stage: mean |f(z(t))| over the attack images at T and 2T.
+    epochs), measured by their evaluation's sanity stage: mean |f(z(t))| over the attack images at T and 2T; and,
+    where their read-out units have run (:mod:`robustode.chapters.robustness.readout`), what the decision does at 2T:
+    the clean decisions kept, and Yan et al.'s PGD images crafted at T (largest eps read) judged at T and at 2T.
     ``[]`` when ``store`` (default: the ``full`` profile's) holds no such profiles."""
-    from robustode.chapters.robustness import authors
+    from robustode.chapters.robustness import authors, readout
     from robustode.chapters.robustness.findings import AT_REST, settling_ratio
     from robustode.chapters.robustness.tables import field_at
     from robustode.store import Store
 
+    store = store or Store("full")
+    read = readout.results(store)
     rows = []
-    for label, prof in authors.field_profiles(store or Store("full")).items():
+    for label, prof in authors.field_profiles(store).items():
         ratio = settling_ratio(prof)
-        rows.append({"checkpoint": label, "steady-state term": "yes" if label.startswith("TisODE") else "no",
-                     "mean ∣f∣ at T = 1": f"{field_at(prof, 1.0):.3f}", "at 2T = 2": f"{field_at(prof, 2.0):.3f}",
-                     "ratio 2T / T": f"{ratio:.2f}", f"at rest (ratio under {AT_REST})": "yes" if ratio < AT_REST else "no"})
+        row = {"checkpoint": label, "steady-state term": "yes" if label.startswith("TisODE") else "no",
+               "mean ∣f∣ at T = 1": f"{field_at(prof, 1.0):.3f}", "at 2T = 2": f"{field_at(prof, 2.0):.3f}",
+               "ratio 2T / T": f"{ratio:.2f}", f"at rest (ratio under {AT_REST})": "yes" if ratio < AT_REST else "no"}
+        if (m := read.get(label)) is not None:
+            eps = max(m["pgd"], key=float)
+            at_t, at_2t = readout.index_of(m, 1.0), readout.index_of(m, 2.0)
+            row["clean decisions kept at 2T (%)"] = f"{100 * m['clean']['agreement'][at_2t]:.1f}"
+            row[f"PGD-{eps} crafted at T: at T → at 2T (%)"] = (f"{100 * m['pgd'][eps]['accuracy'][at_t]:.1f} → "
+                                                              f"{100 * m['pgd'][eps]['accuracy'][at_2t]:.1f} "
+                                                              f"({readout.change(m, eps).text()})")
+        rows.append(row)
     return rows
