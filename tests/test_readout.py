@@ -165,3 +165,21 @@ def test_one_runner_call_trains_a_model_and_then_reads_it_out(monkeypatch, tmp_p
     unit = plan.select(plan.units(prof, "cpu"), ["readout/MNIST/ODENet/seed0"])[0]
     found = store.run(unit.experiment, unit.run, unit.params)["metrics"]
     assert found["images"] == 6 and set(found["pgd"]) == {"0.1", "0.2"}
+
+
+def test_the_figure_draws_the_largest_eps_read_and_nothing_without_read_outs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robustode.chapters.robustness import figures as figs
+
+    m = fake([False] * 10, [True] * 10)
+    m["pgd"]["0.1"] = {"accuracy": [0.9, 0.9, 0.9], "flags": []}
+    fig = figs.readout_curves({"ODENet (seed 0)": m, "TisODE-step0.1 (seed 0)": m})
+    left, right = fig.axes
+    assert "PGD-0.2" in right.get_ylabel() and len(right.lines) == 2 + 1  # two models and the line at T
+    assert list(right.lines[0].get_ydata()) == [0.0, 0.0, 100.0]
+    plt.close(fig)
+    assert figs.readout_curves({}) is None
