@@ -7,8 +7,7 @@ import torch
 
 from robustode import plan
 from robustode.chapters.robustness import readout
-from robustode.chapters.robustness.config import available
-from robustode.chapters.robustness.config import training_params
+from robustode.chapters.robustness.config import available, training_params
 from robustode.chapters.robustness.findings import readout_findings
 from robustode.chapters.robustness.run import make_model, planned_runs
 from robustode.chapters.robustness.tables import readout_rows

@@ -29,17 +29,17 @@ from robustode.chapters.robustness.config import (
     base_model,
     config,
     eps_value,
-    profile_name,
     experiment_name,
     missing_reason,
+    profile_name,
     training_params,
 )
-from robustode.compare import Difference, paired_bootstrap
 from robustode.chapters.robustness.run import attack_set, cached_data, make_model, pass_costs, planned_runs
+from robustode.compare import Difference, paired_bootstrap
 from robustode.core import attacks
-from robustode.models.robust import WIDTH, build
 from robustode.core.budget import Deadline
 from robustode.core.regularisers import SteadyState
+from robustode.models.robust import WIDTH, build
 from robustode.profiles import experiment_config, load_profile, resolve_device
 from robustode.results import pack_flags, unpack_flags
 from robustode.store import Store
