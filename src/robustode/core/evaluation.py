@@ -112,8 +112,8 @@ def sanity_checks(metrics: dict, tolerance: float = 0.0) -> list[dict]:
     n_attack = metrics.get("attack_images", 0)
     for eps in sorted(set(fgsm) & set(pgd), key=float):
         ok = pgd[eps] <= fgsm[eps] + slack(n_attack)
-        out.append(check(f"PGD <= FGSM at eps {eps}", ok, f"PGD {100 * pgd[eps]:.1f} % vs FGSM {100 * fgsm[eps]:.1f} % "
-                         "(heuristic: one image of slack)"))
+        out.append(check(f"PGD <= FGSM at eps {eps}", ok, f"PGD {100 * pgd[eps]:.1f} % vs FGSM {100 * fgsm[eps]:.1f} %; "
+                         "a heuristic, one image of slack"))
     for eps, strong in metrics.get("strong", {}).items():
         by_steps = strong["by_steps"]
         steps = sorted(by_steps, key=int)
@@ -121,7 +121,7 @@ def sanity_checks(metrics: dict, tolerance: float = 0.0) -> list[dict]:
         ok = all(b <= a + slack(strong["images"]) for a, b in zip(accs, accs[1:], strict=False))
         out.append(check(f"more PGD steps never help (eps {eps})", ok,
                          ", ".join(f"{k} steps {100 * a:.1f} %" for k, a in zip(steps, accs, strict=True))
-                         + " (heuristic: one image of slack)"))
+                         + "; a heuristic, one image of slack"))
         restarts = strong["by_restarts"]
         ok = all(b <= a + tolerance for a, b in zip(restarts, restarts[1:], strict=False))
         out.append(check(f"more restarts never help (eps {eps})", ok,
