@@ -102,7 +102,9 @@ def sanity_checks(metrics: dict, tolerance: float = 0.0) -> list[dict]:
     s = metrics.get("sanity", {})
 
     def slack(images: int) -> float:
-        return tolerance + 1.0 / max(1, images) + 1e-12
+        # one image, plus half an image so that accuracies stored as float32 (124 / 500 = 0.24799999594...) still
+        # compare as the counts they are: accuracies are multiples of 1 / images, so two images never pass
+        return tolerance + 1.5 / max(1, images)
 
     if "eps_one" in s:
         acc = s["eps_one"]["strong"]
