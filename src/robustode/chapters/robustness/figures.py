@@ -12,6 +12,13 @@ MODEL_COLOURS = {"CNN": "#7f7f7f", "ODENet": "#1f77b4", "TisODE": "#d62728",
 
 
 
+def _model_line(label: str) -> tuple[str, str | None]:
+    """Line style and colour for a per-model label ("TisODE, the authors' checkpoint", "TisODE (seed 0)"): its first
+    word picks the colour; a control, without a colour of its own, is drawn dashed in the next colour of the cycle."""
+    model = label.replace(",", " ").split()[0]
+    return ("-o" if model in MODEL_COLOURS else "--s"), MODEL_COLOURS.get(model)
+
+
 def _line(ax, points: dict[float, tuple[float, float]], label: str, style: str = "-o") -> None:
     xs = sorted(points)
     mean = np.array([points[x][0] for x in xs])
@@ -59,9 +66,8 @@ def field_profiles(profiles: dict[str, dict], t_end: float = 1.0, window: tuple[
         return None
     fig, ax = new_figure(width=5.0)
     for name, prof in profiles.items():
-        model = name.replace(",", " ").split()[0]
-        known = model in MODEL_COLOURS  # a control is drawn dashed, in a colour of its own
-        ax.plot(prof["t"], prof["mean_abs_f"], "-o" if known else "--s", ms=3, label=name, color=MODEL_COLOURS.get(model))
+        style, colour = _model_line(name)
+        ax.plot(prof["t"], prof["mean_abs_f"], style, ms=3, label=name, color=colour)
     if title:
         ax.set_title(title, fontsize=9)
     ax.axvline(t_end, color="k", lw=0.8, ls="--", label="T (read-out)")
@@ -86,12 +92,10 @@ def readout_curves(read: dict[str, dict], eps: str | None = None, title: str | N
         return None
     fig, (left, right) = new_figure(2, width=4.0, height=3.2)
     for name, m in read.items():
-        model = name.replace(",", " ").split()[0]
-        style = "-o" if model in MODEL_COLOURS else "--s"
+        style, colour = _model_line(name)
         t = m["times"]
-        left.plot(t, [100 * a for a in m["clean"]["agreement"]], style, ms=3, label=name, color=MODEL_COLOURS.get(model))
-        right.plot(t, [100 * a for a in m["pgd"][eps]["accuracy"]], style, ms=3, label=name,
-                   color=MODEL_COLOURS.get(model))
+        left.plot(t, [100 * a for a in m["clean"]["agreement"]], style, ms=3, label=name, color=colour)
+        right.plot(t, [100 * a for a in m["pgd"][eps]["accuracy"]], style, ms=3, label=name, color=colour)
     end = next(iter(read.values()))["T"]
     for ax, label in ((left, "clean: decisions equal to those at T (%)"), (right, f"PGD-{eps} crafted at T: accuracy (%)")):
         ax.axvline(end, color="k", lw=0.8, ls="--")
