@@ -81,7 +81,7 @@ def test_units_wait_for_their_model_then_run_and_read_done(tmp_path):
     planned = [n for seed, n, cfg, _ in planned_runs("quick")["MNIST"] if seed == 0 and make_model(n, cfg).ode_blocks()]
     assert [u.run for u in units] == [f"{n}-seed0" for n in planned] and "CNN-seed0" not in [u.run for u in units]
     unit = units[0]
-    assert unit.status(store).state == plan.BLOCKED and "to be trained" in unit.status(store).detail
+    assert unit.status(store).state == plan.WAITING and "to be trained" in unit.status(store).detail
     name = unit.params["model"]
     model, cfg = tiny(name)
     store.save_model("robustness-MNIST", unit.run, training_params(name, cfg), model.state_dict(),
@@ -96,7 +96,7 @@ def test_the_runner_leaves_a_unit_that_waits_for_another(monkeypatch, tmp_path):
     computed = []
 
     def status(store):
-        return plan.Progress(plan.BLOCKED, "waits for x to be trained")
+        return plan.Progress(plan.WAITING, "waits for x to be trained")
 
     waiting = plan.Unit(id="readout/x", experiment="readout", run="x", params={}, seed=0, epochs=0, stages=["readout"],
                         kind="readout/x", compute=lambda ctx: computed.append(1) or {}, status=status,
@@ -105,6 +105,13 @@ def test_the_runner_leaves_a_unit_that_waits_for_another(monkeypatch, tmp_path):
     outcome = plan.advance("quick", store=Store("quick", tmp_path / "results"), device="cpu", progress=False,
                        log=lambda text: None)
     assert computed == [] and outcome.remaining == 1
+    # the plan says it waits (not "blocked here": this machine can run it) and prices all of its work
+    rows = plan.plan_rows("quick", store=Store("quick", tmp_path / "results"), device="cpu")
+    assert [(r["state"], r["detail"]) for r in rows] == [(plan.WAITING, "waits for x to be trained")]
+    assert rows[0]["_cpu_s"] == 1.0 and rows[0]["CPU left"] != "—"
+    [chapter] = plan.chapter_account(rows)
+    assert (chapter["waiting"], chapter["blocked here"], chapter["CPU time left here"]) == (1, 0, plan.fmt_seconds(1.0))
+    assert "0 pending, 1 waiting for another unit, 0 blocked" in plan.plan_summary(rows)
 
 
 def fake(t_flags: list[bool], late_flags: list[bool], agree_late: float = 1.0) -> dict:

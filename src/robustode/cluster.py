@@ -406,8 +406,8 @@ def chapter_estimates(profile: str | dict, chosen: list, store: Any) -> list[dic
         progress = plan.standing(unit, store)
         if progress.state == plan.DONE:
             continue
-        if progress.state == plan.BLOCKED:  # elsewhere it runs whole
-            row["blocked here"] += 1
+        if progress.state in (plan.BLOCKED, plan.WAITING):  # elsewhere (or once its model is trained) it runs whole
+            row["blocked here"] += progress.state == plan.BLOCKED
             progress = plan.Progress(plan.PENDING, "", unit.epochs, list(unit.stages))
         row["units left"] += 1
         gpu = plan.remaining_seconds(unit, progress, costs.get("cuda", {}), {})
@@ -513,8 +513,8 @@ def fan_out(profile: str | dict, options: Options, only: list[str] | None = None
         progress = plan.standing(unit, store)
         if progress.state == plan.DONE:
             continue
-        if progress.state == plan.BLOCKED:
-            out.skipped.append((unit.id, f"blocked: {progress.detail}"))
+        if progress.state in (plan.BLOCKED, plan.WAITING):
+            out.skipped.append((unit.id, f"{progress.state}: {progress.detail}"))
         elif (record := records.get(unit.id)) and still_active(state := live_state(record)):
             out.skipped.append((unit.id, f"already submitted as job {record.get('job_id')} ({state}); if it is gone, "
                                          f"delete {record_path(store, unit.id)}"))

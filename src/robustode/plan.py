@@ -36,6 +36,7 @@ from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary
     DONE,
     PARTIAL,
     PENDING,
+    WAITING,
     Context,
     FinishedElsewhere,
     Progress,
@@ -268,9 +269,11 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
     for order, unit in enumerate(select(every, only), start=1):
         progress = standing(unit, store)
         seen = observed(store, unit, runs)
-        cpu = remaining_seconds(unit, progress, all_costs.get("cpu", {}), seen, calibration)
-        gpu = remaining_seconds(unit, progress, all_costs.get("cuda", {}), {})
-        spent = None if progress.state == BLOCKED else spent_seconds(store, unit)
+        # a waiting unit has all of its work left: priced as pending
+        left = Progress(PENDING, "", unit.epochs, list(unit.stages)) if progress.state == WAITING else progress
+        cpu = remaining_seconds(unit, left, all_costs.get("cpu", {}), seen, calibration)
+        gpu = remaining_seconds(unit, left, all_costs.get("cuda", {}), {})
+        spent = None if progress.state in (BLOCKED, WAITING) else spent_seconds(store, unit)
         probe = all_costs.get("cpu", {}).get(unit.kind, {})
         busy = progress.state not in (DONE, BLOCKED) and busy_probe(probe)
         rows.append({"order": order, "unit": unit.id, "state": progress.state, "detail": progress.detail,
@@ -310,14 +313,15 @@ def collapse_blocked(rows: list[dict]) -> list[dict]:
 
 
 def chapter_account(rows: list[dict]) -> list[dict]:
-    """Per chapter, from :func:`plan_rows`: how many units are done, partial, pending and blocked here, the compute
+    """Per chapter, from :func:`plan_rows`: how many units are done, partial, pending, waiting for another unit and
+    blocked here, the compute
     their records account for so far, and the CPU time the plan expects for the rest on this machine (units of a
     kind never timed here are counted apart, not guessed)."""
     table: dict[str, dict] = {}
     for row in rows:
         prefix = row["unit"].split("/")[0]
         acc = table.setdefault(prefix, {"chapter": chapter_name(prefix), "units": 0, DONE: 0, PARTIAL: 0, PENDING: 0,
-                                        BLOCKED: 0, "_spent": 0.0, "_left": 0.0, "_unknown": 0})
+                                        WAITING: 0, BLOCKED: 0, "_spent": 0.0, "_left": 0.0, "_unknown": 0})
         acc["units"] += 1
         acc[row["state"]] += 1
         acc["_spent"] += row.get("_spent_s") or 0.0
@@ -327,22 +331,23 @@ def chapter_account(rows: list[dict]) -> list[dict]:
             acc["_left"] += row["_cpu_s"]
     out = []
     for acc in table.values():
-        runnable_left = acc[PARTIAL] + acc[PENDING]
+        runnable_left = acc[PARTIAL] + acc[PENDING] + acc[WAITING]
         left = "—" if not runnable_left else "not measured" if acc["_unknown"] == runnable_left else (
             fmt_seconds(acc["_left"]) + (f" (+ {acc['_unknown']} units not measured)" if acc["_unknown"] else ""))
         out.append({"chapter": acc["chapter"], "units": acc["units"], "done": acc[DONE], "partial": acc[PARTIAL],
-                    "pending": acc[PENDING], "blocked here": acc[BLOCKED],
+                    "pending": acc[PENDING], "waiting": acc[WAITING], "blocked here": acc[BLOCKED],
                     "compute recorded": fmt_seconds(acc["_spent"]) if acc["_spent"] else "—",
                     "CPU time left here": left})
     return out
 
 
 def plan_summary(rows: list[dict]) -> str:
-    counts = {s: sum(r["state"] == s for r in rows) for s in (DONE, PARTIAL, PENDING, BLOCKED)}
+    counts = {s: sum(r["state"] == s for r in rows) for s in (DONE, PARTIAL, PENDING, WAITING, BLOCKED)}
     unknown = sum(r["_cpu_s"] is None for r in rows)
     left = sum(r["_cpu_s"] or 0.0 for r in rows)
     spent = sum(r.get("_spent_s", 0.0) for r in rows)
-    text = (f"{len(rows)} units: {counts[DONE]} done, {counts[PARTIAL]} partial, {counts[PENDING]} pending, "
+    waiting = f"{counts[WAITING]} waiting for another unit, " if counts[WAITING] else ""
+    text = (f"{len(rows)} units: {counts[DONE]} done, {counts[PARTIAL]} partial, {counts[PENDING]} pending, {waiting}"
             f"{counts[BLOCKED]} blocked; {fmt_seconds(spent)} of compute recorded so far, "
             f"about {fmt_seconds(left)} of CPU time left here")
     text += f" (+ {unknown} units not measured yet)" if unknown else ""
@@ -403,8 +408,8 @@ def advance(profile: str | dict, budget: float | None = None, only: list[str] | 
 
     def one_pass(first: tuple[str, ...]) -> None:
         # a unit the budget stopped in the first pass would stop again: the deadline only comes closer
-        # a unit whose own status says blocked waits for another (a read-out for its model's training)
-        todo = [u for u in runnable if u.status(store).state not in (DONE, BLOCKED)
+        # a waiting unit needs another first (a read-out its model's training); a later pass takes it
+        todo = [u for u in runnable if u.status(store).state not in (DONE, WAITING, BLOCKED)
                 and u.id not in outcome.skipped + outcome.stopped]
         total, tic = len(chosen), time.monotonic()
         done_before = sum(u.status(store).state == DONE for u in runnable) - len(outcome.finished)

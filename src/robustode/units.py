@@ -21,11 +21,12 @@ from robustode.results import now
 from robustode.store import Store
 
 DONE, PARTIAL, PENDING, BLOCKED = "done", "partial", "pending", "blocked"
+WAITING = "waiting"  # runnable here, once another unit of the plan is done (a read-out waits for its model)
 
 
 @dataclass
 class Progress:
-    """Where a unit stands: ``state`` (done / partial / pending / blocked), a detail for people, and how much
+    """Where a unit stands: ``state`` (done / partial / pending / waiting / blocked), a detail for people, and how much
     work is left as fractions of its training (``epochs_left`` of ``epochs``) and evaluation (``stages_left``)."""
 
     state: str

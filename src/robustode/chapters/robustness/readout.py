@@ -43,7 +43,7 @@ from robustode.models.robust import WIDTH, build
 from robustode.profiles import experiment_config, load_profile, resolve_device
 from robustode.results import pack_flags, unpack_flags
 from robustode.store import Store
-from robustode.units import BLOCKED, DONE, PENDING, Context, Progress, Unit
+from robustode.units import DONE, PENDING, WAITING, Context, Progress, Unit
 from robustode.units import ensure as ensure_unit
 
 EXPERIMENT = "readout-MNIST"
@@ -150,7 +150,7 @@ def _spent(store: Store, experiment: str, run: str, params: dict) -> float | Non
 
 def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]:
     """One unit per ODE model the profile's ``robustness`` section plans on MNIST (chapter 3's data set), seed 0:
-    its committed model read out (:func:`read_out`) on the first ``readout.images`` attack images. Blocked, with the
+    its committed model read out (:func:`read_out`) on the first ``readout.images`` attack images. Waiting, with the
     unit it waits for, until that model is trained; ``[]`` without a ``readout`` entry."""
     s = settings(profile)
     if s is None:
@@ -172,7 +172,7 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
                 if store.run(experiment, run, params) is not None:
                     return Progress(DONE, "results file written")
                 if not store.model_file(experiment_name(dataset), run, tparams).exists():
-                    return Progress(BLOCKED, waits)
+                    return Progress(WAITING, waits)
                 return Progress(PENDING, "", 0, ["readout"])
 
             def compute(ctx: Context, name=name, cfg=cfg, run=run, tparams=tparams, dataset=dataset) -> dict:
@@ -247,7 +247,7 @@ def ensure(profile: str | dict, device: str = "auto", compute: bool = True, prog
     ctx = Context(Store(profile_name(profile)), dev, Deadline(), progress)
     resume = config(profile, "MNIST")["resume"]
     return [ensure_unit(unit, ctx, resume) for unit in units(profile, dev)
-            if unit.status(ctx.store).state != BLOCKED]
+            if unit.status(ctx.store).state != WAITING]
 
 
 def results(store: Store, dataset: str = "MNIST") -> dict[str, dict]:
