@@ -75,7 +75,7 @@ from robustode.models import count_parameters
 from robustode.models.robust import WIDTH, RobustNet, build
 from robustode.profiles import Settings, check_choice, experiment_config, load_profile
 from robustode.store import Store
-from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit
+from robustode.units import DONE, PARTIAL, PENDING, Context, Progress, Unit, stored_seconds
 
 ENV = "ROBUSTODE_AUTHORS_CHECKPOINTS"
 REPOSITORY = "github.com/HanshuYAN/TisODE"
@@ -678,8 +678,7 @@ def randomised_units(profile: str | dict, first_priority: int = 0) -> list[Unit]
             return compute_randomised(name, path, relative, cfg, ctx.device, lambda: mnist_test_set(ctx))
 
         def spent(store: Store, name: str = name, params: dict = params) -> float | None:
-            stored = store.run(RANDOMISED, name, params)
-            return sum(stored["metrics"]["seconds"].values()) if stored is not None else None
+            return stored_seconds(store, RANDOMISED, name, params)
 
         out.append(Unit(id=f"authors-randomised/MNIST/{name}", experiment=RANDOMISED, run=name, params=params,
                         seed=None, epochs=0, stages=["randomised"], kind=f"authors-randomised/MNIST/{name}",

@@ -35,6 +35,7 @@ from robustode.chapters.robustness.config import (
     training_params,
 )
 from robustode.chapters.robustness.run import attack_set, cached_data, make_model, pass_costs, planned_runs
+from robustode.chapters.robustness.tables import nearest
 from robustode.compare import Difference, paired_bootstrap
 from robustode.core import attacks
 from robustode.core.budget import Deadline
@@ -43,7 +44,7 @@ from robustode.models.robust import WIDTH, build
 from robustode.profiles import experiment_config, load_profile, resolve_device
 from robustode.results import pack_flags, unpack_flags
 from robustode.store import Store
-from robustode.units import DONE, PENDING, WAITING, Context, Progress, Unit
+from robustode.units import DONE, PENDING, WAITING, Context, Progress, Unit, stored_seconds
 from robustode.units import ensure as ensure_unit
 
 EXPERIMENT = "readout-MNIST"
@@ -143,11 +144,6 @@ def _probe(model_factory, cfg: dict, s: dict) -> dict:
     return {"epoch_s": 0.0, **passes, "stages_s": {"readout": price(cfg, s, passes["grad_s"], passes["forward_s"])}}
 
 
-def _spent(store: Store, experiment: str, run: str, params: dict) -> float | None:
-    stored = store.run(experiment, run, params)
-    return sum(stored["metrics"]["seconds"].values()) if stored is not None else None
-
-
 def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]:
     """One unit per ODE model the profile's ``robustness`` section plans on MNIST (chapter 3's data set), seed 0:
     its committed model read out (:func:`read_out`) on the first ``readout.images`` attack images. Waiting, with the
@@ -192,7 +188,7 @@ def units(profile: str | dict, device: torch.device | None = None) -> list[Unit]
                             epochs=0, stages=["readout"], kind=f"readout/{dataset}/{name}", compute=compute,
                             status=status, probe=lambda name=name, cfg=cfg: _probe(lambda: make_model(name, cfg), cfg, s),
                             requires=lambda dataset=dataset: missing_reason(dataset), priority=priority,
-                            spent=lambda store, e=experiment, r=run, p=params: _spent(store, e, r, p)))
+                            spent=lambda store, e=experiment, r=run, p=params: stored_seconds(store, e, r, p)))
     return out
 
 
@@ -232,7 +228,7 @@ def authors_units(profile: str | dict, device: torch.device | None = None) -> li
                         probe=lambda name=name: _probe(lambda: build(name, "MNIST", width=WIDTH),
                                                        {**cfg, "dataset": "MNIST"}, s),
                         requires=lambda path=path: authors.requires(path), priority=index,
-                        spent=lambda store, name=name, params=params: _spent(store, AUTHORS, name, params)))
+                        spent=lambda store, name=name, params=params: stored_seconds(store, AUTHORS, name, params)))
     return out
 
 
@@ -269,8 +265,7 @@ def results(store: Store, dataset: str = "MNIST") -> dict[str, dict]:
 
 def index_of(metrics: dict, multiple: float) -> int:
     """The grid index of ``multiple`` x T in a stored read-out."""
-    times, when = metrics["times"], multiple * metrics["T"]
-    return min(range(len(times)), key=lambda i: abs(times[i] - when))
+    return nearest(metrics["times"], multiple * metrics["T"])
 
 
 def change(metrics: dict, what: str, multiple: float = 2.0) -> Difference:

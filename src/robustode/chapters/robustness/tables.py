@@ -356,10 +356,14 @@ def settling(store: Store, dataset: str = "MNIST", device: str = "cpu") -> dict[
             **{f"{name} (seed 0)": prof for name, prof in own.items()}}
 
 
+def nearest(times: list[float], when: float) -> int:
+    """The index of the stored time nearest ``when`` (field profiles and read-outs store grids of times)."""
+    return min(range(len(times)), key=lambda i: abs(times[i] - when))
+
+
 def field_at(profile: dict, when: float) -> float:
     """A field profile's mean |f| at the stored time nearest ``when``."""
-    t = profile["t"]
-    return profile["mean_abs_f"][min(range(len(t)), key=lambda i: abs(t[i] - when))]
+    return profile["mean_abs_f"][nearest(profile["t"], when)]
 
 
 def steadiness_rows(profiles: dict[str, dict]) -> list[dict]:
