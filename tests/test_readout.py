@@ -45,6 +45,21 @@ def test_the_read_out_at_t_is_the_faithful_attack_and_the_grid_holds_t_and_2t(na
         assert all(p <= c for p, c in zip(out["pgd"][eps]["accuracy"], out["clean"]["accuracy"], strict=True))
 
 
+def test_the_clean_read_out_serves_as_pgds_first_iterate(monkeypatch):
+    model, cfg = tiny("ODENet")
+    side = cfg["image_size"]
+    x, y = torch.rand(12, 1, side, side), torch.randint(0, 10, (12,))
+    reference = readout.read_out(model, x, y, ["0.2"], horizon=2, points=5, batch_size=5)
+    block, solves = model.ode_blocks()[0], []
+    trajectory = block.trajectory
+    monkeypatch.setattr(block, "trajectory", lambda z, times=None: solves.append(len(times or ())) or trajectory(z, times))
+    again = readout.read_out(model, x, y, ["0.2"], horizon=2, points=5, batch_size=5)
+    solves = [n for n in solves if n == 5]  # the read-out's grid (the attack's own passes solve to T only)
+    # 3 batches: one clean read-out each, then nine iterates x1 .. x9 each (x0 is the clean batch)
+    assert len(solves) == 3 + 3 * (readout.PGD_ITERATIONS - 1)
+    assert again["pgd"] == reference["pgd"] and again["clean"] == reference["clean"]
+
+
 def test_a_model_without_a_single_ode_middle_is_refused():
     model, cfg = tiny("CNN")
     with pytest.raises(ValueError, match="single ODE block"):

@@ -117,8 +117,9 @@ def read_out(model, x: torch.Tensor, y: torch.Tensor, eps: list[str], horizon: i
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             result = attacks.pgd(model, xb, yb, eps_value(e), PGD_ITERATIONS, keep_iterates=True)
-            ok = torch.ones(len(times), len(xb), dtype=torch.bool, device=xb.device)
-            for iterate in result.iterates:
+            # x0 is the clean batch: its decisions are read above already (the same batch, the same solve)
+            ok = clean[:, i : i + batch_size] == yb
+            for iterate in result.iterates[1:]:
                 ok &= decisions(iterate) == yb
             if not torch.equal(ok[at_t].cpu(), result.robust.cpu()):
                 raise AssertionError(f"PGD-{e}: the read-out at T disagrees with the attack's own verdict")
@@ -130,11 +131,11 @@ def read_out(model, x: torch.Tensor, y: torch.Tensor, eps: list[str], horizon: i
 
 
 def price(cfg: dict, s: dict, grad_s: float, forward_s: float) -> float:
-    """Seconds for one unit from per-image costs: the clean read-out, and per eps nine input gradients plus ten
-    read-outs, each ``horizon`` forward passes long (an upper bound: the grid's states come from one solve)."""
+    """Seconds for one unit from per-image costs: the clean read-out, and per eps nine input gradients plus nine
+    read-outs (x0 is the clean image, read out already), each ``horizon`` forward passes long (an upper bound: the
+    grid's states come from one solve)."""
     n = min(s["images"], cfg["attack_images"])
-    return n * (s["horizon"] * forward_s + len(s["eps"]) * ((PGD_ITERATIONS - 1) * grad_s
-                                                           + PGD_ITERATIONS * s["horizon"] * forward_s))
+    return n * (s["horizon"] * forward_s + len(s["eps"]) * (PGD_ITERATIONS - 1) * (grad_s + s["horizon"] * forward_s))
 
 
 def _probe(model_factory, cfg: dict, s: dict) -> dict:
