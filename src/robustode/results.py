@@ -181,6 +181,11 @@ def load_results(results_dir: Path, experiment: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+def nearest(times: list[float], when: float) -> int:
+    """The index of the stored time nearest ``when`` (field profiles and read-outs store grids of times)."""
+    return min(range(len(times)), key=lambda i: abs(times[i] - when))
+
+
 def pack_flags(flags: Iterable[bool]) -> str:
     """Per-image booleans (robust or not) as compact text for a results file: ``"<count>:<hex of the bits>"``."""
     bits = [bool(f) for f in flags]

@@ -35,14 +35,13 @@ from robustode.chapters.robustness.config import (
     training_params,
 )
 from robustode.chapters.robustness.run import attack_set, cached_data, make_model, pass_costs, planned_runs
-from robustode.chapters.robustness.tables import nearest
 from robustode.compare import Difference, paired_bootstrap
 from robustode.core import attacks
 from robustode.core.budget import Deadline
 from robustode.core.regularisers import SteadyState
 from robustode.models.robust import WIDTH, build
 from robustode.profiles import experiment_config, load_profile, resolve_device
-from robustode.results import pack_flags, unpack_flags
+from robustode.results import nearest, pack_flags, unpack_flags
 from robustode.store import Store
 from robustode.units import DONE, PENDING, WAITING, Context, Progress, Unit, stored_seconds
 from robustode.units import ensure as ensure_unit

@@ -22,7 +22,7 @@ from robustode.chapters.robustness.config import (
 from robustode.core.evaluation import sanity_checks
 from robustode.profiles import load_profile
 from robustode.reference import Printed, printed, reference_values
-from robustode.results import fmt_mean_sd, mean_sd, unpack_flags
+from robustode.results import fmt_mean_sd, mean_sd, nearest, unpack_flags
 from robustode.store import Store
 from robustode.tables import flag
 from robustode.verdict import Reproduced, row
@@ -354,11 +354,6 @@ def settling(store: Store, dataset: str = "MNIST", device: str = "cpu") -> dict[
     own = field_profiles_now(store, dataset, device)
     return {**(authors.field_profiles(store) if dataset == "MNIST" else {}),
             **{f"{name} (seed 0)": prof for name, prof in own.items()}}
-
-
-def nearest(times: list[float], when: float) -> int:
-    """The index of the stored time nearest ``when`` (field profiles and read-outs store grids of times)."""
-    return min(range(len(times)), key=lambda i: abs(times[i] - when))
 
 
 def field_at(profile: dict, when: float) -> float:
