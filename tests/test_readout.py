@@ -97,6 +97,9 @@ def test_units_wait_for_their_model_then_run_and_read_done(tmp_path):
     assert [u.run for u in units] == [f"{n}-seed0" for n in planned] and "CNN-seed0" not in [u.run for u in units]
     unit = units[0]
     assert unit.status(store).state == plan.WAITING and "to be trained" in unit.status(store).detail
+    # the chapter names what its table leaves out, and why
+    missing = readout.not_read(store)
+    assert len(missing) == len(units) and missing[0] == f"{unit.params['model']} (seed 0): {unit.status(store).detail}"
     name = unit.params["model"]
     model, cfg = tiny(name)
     store.save_model("robustness-MNIST", unit.run, training_params(name, cfg), model.state_dict(),
@@ -105,6 +108,8 @@ def test_units_wait_for_their_model_then_run_and_read_done(tmp_path):
     store.write(unit.experiment, unit.run, params=unit.params, seed=0, started="2026-01-01T00:00:00+00:00",
                 device="cpu", metrics={"seconds": {"clean": 1.0}})
     assert unit.status(store).state == plan.DONE and unit.spent(store) == 1.0
+    assert len(readout.not_read(store)) == len(units) - 1 and not any(m.startswith(f"{name} (") for m in
+                                                                         readout.not_read(store))
 
 
 def test_the_runner_leaves_a_unit_that_waits_for_another(monkeypatch, tmp_path):

@@ -263,6 +263,21 @@ def results(store: Store, dataset: str = "MNIST") -> dict[str, dict]:
     return out
 
 
+def not_read(store: Store, dataset: str = "MNIST") -> list[str]:
+    """Our models' read-outs that the profile of ``store`` plans and ``store`` does not hold yet, each with why
+    (waiting for the model's training, or the data missing here): what the chapter's table leaves out."""
+    prof = load_profile(store.profile)
+    if "robustness" not in prof or settings(prof) is None:
+        return []
+    out = []
+    for unit in units(prof):
+        if unit.params["dataset"] != dataset or (progress := unit.status(store)).state == DONE:
+            continue
+        why = unit.requires() or progress.detail or "not run yet"
+        out.append(f"{unit.params['model']} (seed 0): {why}")
+    return out
+
+
 def index_of(metrics: dict, multiple: float) -> int:
     """The grid index of ``multiple`` x T in a stored read-out."""
     return nearest(metrics["times"], multiple * metrics["T"])
