@@ -408,7 +408,7 @@ def chapter_estimates(profile: str | dict, chosen: list, store: Any) -> list[dic
             continue
         if progress.state in (plan.BLOCKED, plan.WAITING):  # elsewhere (or once its model is trained) it runs whole
             row["blocked here"] += progress.state == plan.BLOCKED
-            progress = plan.Progress(plan.PENDING, "", unit.epochs, list(unit.stages))
+            progress = plan.all_left(unit)
         row["units left"] += 1
         gpu = plan.remaining_seconds(unit, progress, costs.get("cuda", {}), {})
         cpu = plan.remaining_seconds(unit, progress, costs.get("cpu", {}), plan.observed(store, unit, runs))

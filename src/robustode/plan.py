@@ -41,10 +41,12 @@ from robustode.units import (  # noqa: F401  (re-exported: the plan's vocabulary
     FinishedElsewhere,
     Progress,
     Unit,
+    all_left,
     checkpoint_epoch,
     ensure,
     recorded_seconds,
     run_unit,
+    standing,
     stored_seconds,
     time_steps,
 )
@@ -246,15 +248,6 @@ def chapter_name(prefix: str) -> str:
     return CHAPTER_NAMES.get(prefix, prefix)
 
 
-def standing(unit: Unit, store: Store) -> Progress:
-    """Where ``unit`` stands on this machine: done wherever it ran (its results are in ``store``), else blocked
-    when this machine cannot run it (with the reason), else its own status."""
-    progress = unit.status(store)
-    if progress.state != DONE and (why := unit.requires()):
-        return Progress(BLOCKED, why)
-    return progress
-
-
 def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store | None = None,
               device: torch.device | str = "auto") -> list[dict]:
     """One row per unit: order, id, state and detail, the compute its records account for so far (``spent``:
@@ -270,7 +263,7 @@ def plan_rows(profile: str | dict, only: list[str] | None = None, store: Store |
         progress = standing(unit, store)
         seen = observed(store, unit, runs)
         # a waiting unit has all of its work left: priced as pending
-        left = Progress(PENDING, "", unit.epochs, list(unit.stages)) if progress.state == WAITING else progress
+        left = all_left(unit) if progress.state == WAITING else progress
         cpu = remaining_seconds(unit, left, all_costs.get("cpu", {}), seen, calibration)
         gpu = remaining_seconds(unit, left, all_costs.get("cuda", {}), {})
         spent = None if progress.state in (BLOCKED, WAITING) else spent_seconds(store, unit)

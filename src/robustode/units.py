@@ -142,6 +142,20 @@ def run_unit(unit: Unit, ctx: Context, overwrite: bool = False) -> dict:
         return stored
 
 
+def standing(unit: Unit, store: Store) -> Progress:
+    """Where ``unit`` stands on this machine: done wherever it ran (its results are in ``store``), else blocked
+    when this machine cannot run it (with the reason), else its own status."""
+    progress = unit.status(store)
+    if progress.state != DONE and (why := unit.requires()):
+        return Progress(BLOCKED, why)
+    return progress
+
+
+def all_left(unit: Unit) -> Progress:
+    """``unit`` with all of its work left (a unit priced as if it had not started: waiting, or run elsewhere)."""
+    return Progress(PENDING, "", unit.epochs, list(unit.stages))
+
+
 def recorded_seconds(*records: dict | None) -> float | None:
     """Seconds of compute written down in ``records``: results-file metrics, model-file or checkpoint payloads
     (``history.epochs[*].seconds``, ``seconds`` per evaluation stage) and partial evaluations (each finished

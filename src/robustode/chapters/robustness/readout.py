@@ -43,7 +43,7 @@ from robustode.models.robust import WIDTH, build
 from robustode.profiles import experiment_config, load_profile, resolve_device
 from robustode.results import nearest, pack_flags, unpack_flags
 from robustode.store import Store
-from robustode.units import DONE, PENDING, WAITING, Context, Progress, Unit, stored_seconds
+from robustode.units import DONE, PENDING, WAITING, Context, Progress, Unit, standing, stored_seconds
 from robustode.units import ensure as ensure_unit
 
 EXPERIMENT = "readout-MNIST"
@@ -271,10 +271,9 @@ def not_read(store: Store, dataset: str = "MNIST") -> list[str]:
         return []
     out = []
     for unit in units(prof):
-        if unit.params["dataset"] != dataset or (progress := unit.status(store)).state == DONE:
+        if unit.params["dataset"] != dataset or (progress := standing(unit, store)).state == DONE:
             continue
-        why = unit.requires() or progress.detail or "not run yet"
-        out.append(f"{unit.params['model']} (seed 0): {why}")
+        out.append(f"{unit.params['model']} (seed 0): {progress.detail or 'not run yet'}")
     return out
 
 
