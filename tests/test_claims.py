@@ -72,6 +72,23 @@ def test_an_untested_claim_says_which_plan_would_test_it_and_every_model_it_need
     assert claims.as_json([with_runs])[0]["untested"] is None
 
 
+def test_an_untested_claim_names_the_runs_it_waits_for_and_how_far_they_have_come(results_tmp):
+    import torch
+
+    from robustode.chapters.robustness.config import experiment_name, training_params
+    from robustode.chapters.robustness.run import planned_runs
+
+    adaptive = next(c for c in claims.CONTROLS if c.key == "control-adaptive")
+    assert "under way" not in claims.why_untested(adaptive)  # nothing started yet
+    seed, name, cfg, _ = next(r for r in planned_runs("paper-short")["MNIST"] if r[1] == "ODENet-dopri5")
+    path = Store("paper-short").checkpoint(experiment_name("MNIST"), f"{name}-seed{seed}", training_params(name, cfg))
+    path.parent.mkdir(parents=True)
+    torch.save({"epoch": 2}, path)  # a resume checkpoint after two epochs
+    why = claims.why_untested(adaptive)
+    assert why.startswith("no runs yet: the evidence compares ODENet and ODENet-dopri5")
+    assert why.endswith(f"; under way: ODENet-dopri5 seed {seed} (epoch 2 of {cfg['epochs']})")
+
+
 def _robustness_run(store: Store, model: str, seed: int, robust_images: int) -> None:
     """A made-up paper-short run (a fixture, not a result): the first ``robust_images`` of the 1,000 attack images
     robust under every faithful attack."""

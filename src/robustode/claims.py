@@ -439,7 +439,8 @@ def _planned_models(profile: str) -> frozenset[str]:
 
 def why_untested(claim: Claim) -> str:
     """Why ``claim`` has no runs to judge: its own ``untested`` text, else the profiles whose run plan has the
-    chapters 2-3 models its evidence reads (``needs``), strongest-evidence first; "no runs yet" without either."""
+    chapters 2-3 models its evidence reads (``needs``), strongest-evidence first, with that profile's runs of them
+    under way; "no runs yet" without either."""
     if claim.untested or not claim.needs:
         return claim.untested or "no runs yet"
     plans = [p for p in ("paper-short", "full") if set(claim.needs) <= _planned_models(p)]
@@ -450,8 +451,21 @@ def why_untested(claim: Claim) -> str:
                 "full": "Yan et al.'s 100-epoch schedule, GPU-sized"}
     reads = (f"the evidence compares {models}, both" if len(claim.needs) == 2 else
              f"the evidence reads {models}'s runs," if len(claim.needs) == 1 else f"the evidence reads {models}, all")
+    under_way = _under_way(plans[0], claim.needs)
     return (f"no runs yet: {reads} in the run plan of the {plans[0]} profile ({schedule[plans[0]]}; "
-            f"`python -m robustode run --profile {plans[0]}`)")
+            f"`python -m robustode run --profile {plans[0]}`)"
+            + (f"; under way: {'; '.join(under_way)}" if under_way else ""))
+
+
+def _under_way(profile: str, models: tuple[str, ...]) -> list[str]:
+    """The started, unfinished runs of ``models`` in ``profile``'s results, each with how far it has come
+    (``ODENet-dopri5 seed 0 (epoch 2 of 5)``): what an untested claim is waiting for."""
+    from robustode.chapters.robustness.run import units
+    from robustode.units import PARTIAL
+
+    store = Store(profile)
+    return [f"{unit.params['model']} seed {unit.seed} ({progress.detail})" for unit in units(profile, models=models)
+            if (progress := unit.status(store)).state == PARTIAL]
 
 
 def untested_reason(judged: Judged) -> str | None:
