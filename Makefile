@@ -34,7 +34,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks notebooks/conftest.py
 
 reproduce-full: $(STAMP)
 	$(BIN)/python -m robustode reproduce --profile full --device auto

@@ -73,3 +73,19 @@ def test_the_device_script_keeps_inside_the_device_commands_limit(tmp_path):
                              env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)}, timeout=60)
         assert out.returncode == 2 and "SECONDS must be 30 to 590" in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_nbval_waits_longer_than_its_fixed_5_s_for_a_cells_output():
+    import subprocess
+    import sys
+
+    # collect a chapter the way `make test` does (no kernel starts at collection) and read each cell's wait
+    code = ("import sys, pytest\n"
+            "class Seen:\n"
+            "    def pytest_collection_finish(self, session):\n"
+            "        print('waits', sorted({item.output_timeout for item in session.items}))\n"
+            "sys.exit(pytest.main(['--collect-only', '-q', '--nbval-lax', '--nbval-current-env', '-p', "
+            "'no:cacheprovider', 'notebooks/01_topology.ipynb'], plugins=[Seen()]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "waits [60]" in out.stdout
