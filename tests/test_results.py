@@ -2,8 +2,9 @@ import json
 import math
 
 import pytest
+import torch
 
-from robustode.results import fmt_mean_sd, load_run, mean_sd, write_result
+from robustode.results import dumps_results, fmt_mean_sd, load_run, mean_sd, write_result
 from robustode.store import Store
 from robustode.units import run_once
 
@@ -27,6 +28,24 @@ def test_results_file_carries_provenance(results_tmp):
     assert set(data["provenance"]) >= {"git_commit", "versions", "device", "python"}
     assert data["provenance"]["versions"]["torch"]
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_a_results_file_keeps_every_value_and_writes_a_list_of_numbers_on_one_line(results_tmp):
+    history = {"epochs": [{"epoch": 1, "loss": 0.25, "failure": None}],
+               "iterations": {"loss": [2.3919036388397217, float("inf"), 1e-30], "nfe_forward": [20, 26, 32]}}
+    payload = {"metrics": {"history": history, "grid": [[0.5, 0.25], [], ["a]", "{b"]], "empty": {}},
+               "tensor": torch.tensor([0.5, 1.5]), 3: True, "names": ["x", None, False]}
+    text = dumps_results(payload)
+    as_before = json.dumps(payload, indent=1, default=lambda value: value.tolist())  # the earlier format
+    assert json.loads(text) == json.loads(as_before)  # every value back, floats to the last bit
+    lines = text.splitlines()
+    assert '    "loss": [2.3919036388397217, Infinity, 1e-30],' in lines
+    assert '   [0.5, 0.25],' in lines and '   ["a]", "{b"]' in lines  # nested lists stay indented, one row a line
+    assert ' "tensor": [0.5, 1.5],' in lines
+    assert len(text) < len(as_before)
+    path = write_result(results_tmp, "exp", "run-seed0", profile="quick", params={}, seed=0,
+                        started="2026-01-01T00:00:00+00:00", device="cpu", metrics={"history": history})
+    assert json.loads(path.read_text())["metrics"]["history"]["iterations"]["nfe_forward"] == [20, 26, 32]
 
 
 def test_a_stored_run_is_reused_only_with_identical_parameters(results_tmp):

@@ -113,9 +113,30 @@ def config_key(params: dict) -> str:
 def write_json_atomic(path: Path, payload: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable))
+    tmp.write_text(dumps_results(payload))
     os.replace(tmp, path)
     return path
+
+
+def dumps_results(payload: Any) -> str:
+    """``payload`` as indented JSON (one space a level, as ``json.dumps(indent=1)``), except that a list of numbers,
+    strings, booleans or nulls is written on one line. A training history holds a loss and two NFE counts per
+    iteration; one per line that costs a third of a results file (about 10 MB of the committed results), and a diff
+    of a results file still reads key by key. ``json.loads`` gives back exactly what ``indent=1`` would."""
+    plain_payload = json.loads(json.dumps(payload, default=_jsonable))  # keys to strings, tensors to lists
+    return _dumps_level(plain_payload, 0)
+
+
+def _dumps_level(value: Any, level: int) -> str:
+    if isinstance(value, dict) and value:
+        pad = " " * (level + 1)
+        body = ",\n".join(f"{pad}{json.dumps(key)}: {_dumps_level(item, level + 1)}" for key, item in value.items())
+        return "{\n" + body + "\n" + " " * level + "}"
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        pad = " " * (level + 1)
+        body = ",\n".join(pad + _dumps_level(item, level + 1) for item in value)
+        return "[\n" + body + "\n" + " " * level + "]"
+    return json.dumps(value)
 
 
 def _jsonable(value: Any) -> Any:
