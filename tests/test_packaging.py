@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,8 +59,6 @@ def test_environment_yml_lists_every_dependency_of_pyproject():
 
 
 def test_the_device_script_refuses_a_bad_time_budget_before_any_work(tmp_path):
-    import subprocess
-
     out = subprocess.run(["bash", str(ROOT / "tools" / "device_run.sh"), "ten"], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)}, timeout=60)
     assert out.returncode == 2 and "SECONDS must be a whole number" in out.stderr
@@ -66,8 +66,6 @@ def test_the_device_script_refuses_a_bad_time_budget_before_any_work(tmp_path):
 
 
 def test_the_device_script_keeps_inside_the_device_commands_limit(tmp_path):
-    import subprocess
-
     for seconds in ("600", "10"):  # a piece must end, packing included, inside a 600 s command
         out = subprocess.run(["bash", str(ROOT / "tools" / "device_run.sh"), seconds], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path)}, timeout=60)
@@ -76,9 +74,6 @@ def test_the_device_script_keeps_inside_the_device_commands_limit(tmp_path):
 
 
 def test_nbval_waits_longer_than_its_fixed_5_s_for_a_cells_output():
-    import subprocess
-    import sys
-
     # collect a chapter the way `make test` does (no kernel starts at collection) and read each cell's wait
     code = ("import sys, pytest\n"
             "class Seen:\n"

@@ -129,14 +129,15 @@ def dumps_results(payload: Any) -> str:
 
 def _dumps_level(value: Any, level: int) -> str:
     if isinstance(value, dict) and value:
-        pad = " " * (level + 1)
-        body = ",\n".join(f"{pad}{json.dumps(key)}: {_dumps_level(item, level + 1)}" for key, item in value.items())
-        return "{\n" + body + "\n" + " " * level + "}"
-    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
-        pad = " " * (level + 1)
-        body = ",\n".join(pad + _dumps_level(item, level + 1) for item in value)
-        return "[\n" + body + "\n" + " " * level + "]"
-    return json.dumps(value)
+        parts = [f"{json.dumps(key)}: {_dumps_level(item, level + 1)}" for key, item in value.items()]
+        opening, closing = "{}"
+    elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        parts = [_dumps_level(item, level + 1) for item in value]
+        opening, closing = "[]"
+    else:  # a scalar, an empty container, or a list of scalars: one line
+        return json.dumps(value)
+    pad = " " * (level + 1)
+    return opening + "\n" + ",\n".join(pad + part for part in parts) + "\n" + " " * level + closing
 
 
 def _jsonable(value: Any) -> Any:
